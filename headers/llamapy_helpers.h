@@ -1,0 +1,40 @@
+/* llamapy's own C helpers, compiled into the llamapy._cffi module.
+ * Everything here carries the llamapy_ prefix; nothing is copied from upstream. */
+#ifndef LLAMAPY_HELPERS_H
+#define LLAMAPY_HELPERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "llama.h"
+
+/* Version of the Python package this module was compiled for. */
+const char *llamapy_module_version(void);
+
+/* Logging: llama.cpp/ggml messages at or above a level go to Python. */
+void llamapy_log_install(int threshold);
+void llamapy_log_set_threshold(int threshold);
+void llamapy_log_detach(void);
+
+/* Abort state passed as abort-callback data to a context: a cancel flag any thread may
+ * set, plus a periodic poll of Python so that Ctrl-C can interrupt a long decode. */
+struct llamapy_abort_state {
+    volatile int cancel;
+    volatile int aborted;
+    double next_poll;
+    double poll_interval;
+};
+bool llamapy_abort_callback(void *data);
+
+/* Batch filling without a per-token Python loop.
+ * Appends tokens[0..n) at positions pos0.. to one sequence; logits_mode 0 = none,
+ * 1 = last token only, 2 = every token. Returns the new n_tokens, or -1 if the batch
+ * (capacity tokens) is full. */
+int32_t llamapy_batch_add_seq(struct llama_batch *batch, int32_t capacity,
+                              const llama_token *tokens, int32_t n, llama_pos pos0,
+                              llama_seq_id seq_id, int32_t logits_mode);
+/* Appends one token shared by several sequences. Same return convention. */
+int32_t llamapy_batch_add_token(struct llama_batch *batch, int32_t capacity, llama_token token,
+                                llama_pos pos, const llama_seq_id *seq_ids, int32_t n_seq,
+                                bool logits);
+
+#endif

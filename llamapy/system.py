@@ -1,0 +1,82 @@
+"""What this build of llama.cpp is and what it can do on this machine."""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._ffi import ffi, lib
+
+
+@dataclass(frozen=True)
+class Device:
+    """A compute device ggml sees (CPU, GPU, RPC server, ...)."""
+
+    index: int
+    name: str
+    description: str
+    type: str
+    memory_free: int
+    memory_total: int
+
+
+_DEV_TYPES = {
+    lib.GGML_BACKEND_DEVICE_TYPE_CPU: "cpu",
+    lib.GGML_BACKEND_DEVICE_TYPE_GPU: "gpu",
+    lib.GGML_BACKEND_DEVICE_TYPE_IGPU: "igpu",
+    lib.GGML_BACKEND_DEVICE_TYPE_ACCEL: "accel",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def build_info() -> dict[str, Any]:
+    """The record written at build time: sources, backends, CMake flags, API coverage."""
+    return json.loads((Path(__file__).parent / "_build_info.json").read_text())
+
+
+def llama_cpp_version() -> str:
+    """Identity of the llama.cpp sources this module was built from."""
+    return build_info()["llama_cpp"]["identity"]
+
+
+def system_info() -> str:
+    """llama.cpp's one-line summary of CPU features and compiled backends."""
+    return ffi.string(lib.llama_print_system_info()).decode()
+
+
+def backends() -> list[Device]:
+    """Every device ggml sees, with its free and total memory in bytes."""
+    devices = []
+    free, total = ffi.new("size_t *"), ffi.new("size_t *")
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        lib.ggml_backend_dev_memory(dev, free, total)
+        devices.append(Device(
+            index=i,
+            name=ffi.string(lib.ggml_backend_dev_name(dev)).decode(),
+            description=ffi.string(lib.ggml_backend_dev_description(dev)).decode(),
+            type=_DEV_TYPES.get(lib.ggml_backend_dev_type(dev), "unknown"),
+            memory_free=int(free[0]),
+            memory_total=int(total[0]),
+        ))
+    return devices
+
+
+def supports_gpu_offload() -> bool:
+    """True when a GPU (or RPC) backend can hold model layers."""
+    return bool(lib.llama_supports_gpu_offload())
+
+
+def supports_mmap() -> bool:
+    return bool(lib.llama_supports_mmap())
+
+
+def supports_mlock() -> bool:
+    return bool(lib.llama_supports_mlock())
+
+
+def supports_rpc() -> bool:
+    """True when this build includes the RPC backend (offload to llama.cpp rpc-servers)."""
+    return bool(lib.llama_supports_rpc())
