@@ -23,12 +23,18 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         f"llamapy's compiled module could not be loaded ({exc}); rebuild it with: pip install -e ."
     ) from exc
 
-_module_version = ffi.string(lib.llamapy_module_version()).decode()
-if _module_version != __version__:
-    raise BuildMismatchError(
-        f"llamapy {__version__} found a compiled module built for {_module_version}; "
-        f"rebuild it with: pip install -e ."
-    )
+
+
+def check_module_version(module_version: str) -> None:
+    """Refuse a compiled module that was built for another version of the package."""
+    if module_version != __version__:
+        raise BuildMismatchError(
+            f"llamapy {__version__} found a compiled module built for {module_version}; "
+            f"rebuild it with: pip install -e ."
+        )
+
+
+check_module_version(ffi.string(lib.llamapy_module_version()).decode())
 
 logger = logging.getLogger("llamapy")
 logger.addHandler(logging.NullHandler())
