@@ -72,7 +72,9 @@ bool llamapy_abort_callback(void *data) {
 
 static void llamapy_batch_put(struct llama_batch *b, int32_t i, llama_token tok, llama_pos pos,
                               const llama_seq_id *seqs, int32_t n_seq, bool logits) {
-    b->token[i] = tok;
+    if (b->token != NULL) {
+        b->token[i] = tok;
+    }
     b->pos[i] = pos;
     b->n_seq_id[i] = n_seq;
     for (int32_t s = 0; s < n_seq; s++) {
@@ -90,7 +92,7 @@ int32_t llamapy_batch_add_seq(struct llama_batch *batch, int32_t capacity,
     }
     for (int32_t k = 0; k < n; k++) {
         bool logits = logits_mode == 2 || (logits_mode == 1 && k == n - 1);
-        llamapy_batch_put(batch, start + k, tokens[k], pos0 + k, &seq_id, 1, logits);
+        llamapy_batch_put(batch, start + k, tokens != NULL ? tokens[k] : 0, pos0 + k, &seq_id, 1, logits);
     }
     batch->n_tokens = start + n;
     return batch->n_tokens;

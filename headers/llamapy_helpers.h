@@ -27,8 +27,9 @@ bool llamapy_abort_callback(void *data);
 
 /* Batch filling without a per-token Python loop.
  * Appends tokens[0..n) at positions pos0.. to one sequence; logits_mode 0 = none,
- * 1 = last token only, 2 = every token. Returns the new n_tokens, or -1 if the batch
- * (capacity tokens) is full. */
+ * 1 = last token only, 2 = every token. tokens may be NULL for an embeddings batch (the
+ * caller fills batch->embd). Returns the new n_tokens, or -1 if the batch (capacity
+ * tokens) is full. */
 int32_t llamapy_batch_add_seq(struct llama_batch *batch, int32_t capacity,
                               const llama_token *tokens, int32_t n, llama_pos pos0,
                               llama_seq_id seq_id, int32_t logits_mode);

@@ -1,6 +1,26 @@
 """llamapy: fast, complete and safe Python bindings for llama.cpp."""
+from ._ffi import set_verbose
 from ._version import __version__
-from .errors import LlamaError
+from .adapters import LoraAdapter
+from .batch import Batch
+from .context import Context, Memory, PerfData
+from .enums import GGMLType, PoolingType, RopeType, TokenAttr, VocabType
+from .errors import (
+    AdapterError,
+    ClosedError,
+    ContextError,
+    DecodeAbortedError,
+    DecodeError,
+    GrammarError,
+    InvalidBatchError,
+    LlamaError,
+    ModelLoadError,
+    NoKvSlotError,
+    StateError,
+    TokenizeError,
+)
+from .model import Model
+from .sampler import PySampler, Sampler, SamplerChain
 from .system import (
     Device,
     backends,
@@ -12,8 +32,23 @@ from .system import (
     supports_rpc,
     system_info,
 )
+from .vocab import TokenTextDecoder, Vocab
+
+# Names users of other bindings know.
+LlamaModel = Model
+LlamaContext = Context
+LlamaBatch = Batch
+LlamaSampler = Sampler
+LlamaVocab = Vocab
 
 __all__ = [
-    "__version__", "LlamaError", "Device", "backends", "build_info", "llama_cpp_version",
-    "supports_gpu_offload", "supports_mlock", "supports_mmap", "supports_rpc", "system_info",
+    "__version__", "set_verbose",
+    "Model", "Vocab", "Context", "Memory", "PerfData", "Batch", "Sampler", "SamplerChain", "PySampler",
+    "LoraAdapter", "TokenTextDecoder",
+    "LlamaModel", "LlamaContext", "LlamaBatch", "LlamaSampler", "LlamaVocab",
+    "GGMLType", "PoolingType", "RopeType", "TokenAttr", "VocabType",
+    "LlamaError", "ModelLoadError", "ContextError", "DecodeError", "NoKvSlotError", "DecodeAbortedError",
+    "InvalidBatchError", "TokenizeError", "StateError", "AdapterError", "GrammarError", "ClosedError",
+    "Device", "backends", "build_info", "llama_cpp_version", "supports_gpu_offload", "supports_mlock",
+    "supports_mmap", "supports_rpc", "system_info",
 ]

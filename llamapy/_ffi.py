@@ -46,6 +46,7 @@ _GGML_TO_PY = {
     lib.GGML_LOG_LEVEL_ERROR: logging.ERROR,
 }
 _log_buffer = threading.local()
+last_error: str = ""  # the most recent error line llama.cpp logged (for error messages)
 
 
 @ffi.def_extern()
@@ -54,9 +55,17 @@ def llamapy_py_log(level: int, text: Any) -> None:
     pending = getattr(_log_buffer, "text", "") + ffi.string(text).decode("utf-8", "replace")
     *lines, rest = pending.split("\n")
     _log_buffer.text = rest
+    global last_error
     for line in lines:
         if line.strip():
+            if level == lib.GGML_LOG_LEVEL_ERROR:
+                last_error = line.strip()
             logger.log(_GGML_TO_PY.get(level, logging.INFO), line)
+
+
+def last_error_reset() -> None:
+    global last_error
+    last_error = ""
 
 
 def set_log_level(level: int) -> None:
@@ -70,6 +79,22 @@ def set_log_level(level: int) -> None:
     else:
         threshold = lib.GGML_LOG_LEVEL_ERROR
     lib.llamapy_log_set_threshold(threshold)
+
+
+def set_verbose(on: bool = True) -> None:
+    """Show llama.cpp's own log (everything from DEBUG up) on stderr, or hide it again."""
+    if on:
+        if not any(getattr(h, "_llamapy_verbose", False) for h in logger.handlers):
+            handler = logging.StreamHandler()
+            handler._llamapy_verbose = True  # type: ignore[attr-defined]
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        set_log_level(logging.DEBUG)
+    else:
+        for h in [h for h in logger.handlers if getattr(h, "_llamapy_verbose", False)]:
+            logger.removeHandler(h)
+        set_log_level(logging.WARNING)
 
 
 _interrupted = threading.local()
