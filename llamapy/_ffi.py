@@ -46,7 +46,7 @@ _GGML_TO_PY = {
     lib.GGML_LOG_LEVEL_ERROR: logging.ERROR,
 }
 _log_buffer = threading.local()
-last_error: str = ""  # the most recent error line llama.cpp logged (for error messages)
+last_error: str = ""  # the first error line llama.cpp logged since the last reset (for error messages)
 
 
 @ffi.def_extern()
@@ -58,8 +58,8 @@ def llamapy_py_log(level: int, text: Any) -> None:
     global last_error
     for line in lines:
         if line.strip():
-            if level == lib.GGML_LOG_LEVEL_ERROR:
-                last_error = line.strip()
+            if level == lib.GGML_LOG_LEVEL_ERROR and not last_error:
+                last_error = line.strip()  # the first error explains best; later ones say "failed"
             logger.log(_GGML_TO_PY.get(level, logging.INFO), line)
 
 

@@ -94,12 +94,22 @@ class Memory:
         lib.llama_memory_clear(self._mem, data)
 
     def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> bool:
-        """Remove positions [p0, p1) of a sequence; False if that is not possible (recurrent)."""
+        """Remove positions [p0, p1) of a sequence (-1: of all); False if that is not
+        possible (a recurrent model can only drop a whole sequence)."""
+        if seq_id != -1:
+            self._check_seq(seq_id)
         return bool(lib.llama_memory_seq_rm(self._mem, seq_id, p0, p1))
 
     def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
-        """Share positions [p0, p1) of ``src`` with ``dst`` (no copy of the data)."""
-        self._check_seq(src), self._check_seq(dst)
+        """Share positions [p0, p1) of ``src`` with ``dst`` (no copy of the data).
+
+        With a per-sequence (non-unified) KV cache only whole sequences can be copied.
+        """
+        self._check_seq(src)
+        self._check_seq(dst)
+        if not self._ctx.kv_unified and self._ctx.n_seq_max > 1 and (p0 > 0 or p1 > 0):
+            raise ValueError("copying part of a sequence needs a unified KV cache: create the context "
+                             "with kv_unified=True, or copy the whole sequence (p0=p1=-1)")
         lib.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
 
     def seq_keep(self, seq_id: int) -> None:
@@ -109,6 +119,7 @@ class Memory:
 
     def seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None:
         """Shift positions [p0, p1) of a sequence by ``delta`` (needs can_shift)."""
+        self._check_seq(seq_id)
         self._check_shift()
         lib.llama_memory_seq_add(self._mem, seq_id, p0, p1, delta)
 
@@ -116,15 +127,18 @@ class Memory:
         """Integer-divide positions [p0, p1) by ``d`` (self-extend; needs can_shift)."""
         if d < 1:
             raise ValueError("seq_div: d must be >= 1")
+        self._check_seq(seq_id)
         self._check_shift()
         lib.llama_memory_seq_div(self._mem, seq_id, p0, p1, d)
 
     def seq_pos_min(self, seq_id: int) -> int:
         """Smallest position of a sequence in memory, -1 if empty."""
+        self._check_seq(seq_id)
         return lib.llama_memory_seq_pos_min(self._mem, seq_id)
 
     def seq_pos_max(self, seq_id: int) -> int:
         """Largest position of a sequence in memory, -1 if empty."""
+        self._check_seq(seq_id)
         return lib.llama_memory_seq_pos_max(self._mem, seq_id)
 
     @property
@@ -172,6 +186,9 @@ class Context(CObject):
         kv_unified: bool | None = None,
         **more_params: Any,
     ):
+        if model.vocab_only:
+            raise ContextError(f"{model.path.name} was loaded with vocab_only=True: it can tokenize, but a "
+                               f"context needs the weights (load it without vocab_only)")
         params = lib.llama_context_default_params()
         threads = n_threads or default_threads()
         values = dict(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=n_seq_max,
@@ -194,6 +211,7 @@ class Context(CObject):
                 f"llama.cpp could not create a context (n_ctx={params.n_ctx}, n_batch={params.n_batch}, "
                 f"n_seq_max={params.n_seq_max}): not enough memory, or an invalid combination of parameters")
         self._own(ptr, lib.llama_free, model, keep=(abort,))
+        self.kv_unified = bool(params.kv_unified)
         self._abort = abort
         self.model = model
         self.memory = Memory(self)
@@ -263,6 +281,7 @@ class Context(CObject):
         abort = self._abort
         abort.cancel = 0
         abort.aborted = 0
+        _ffi.last_error = ""
         rc = fn(ptr, c[0])
         if rc != 0:
             self._failed(rc, batch)
@@ -284,9 +303,10 @@ class Context(CObject):
                 f"no room in the context for {batch.n_tokens} more tokens (n_ctx={self.n_ctx}): "
                 f"free positions with memory.seq_rm(), use a smaller batch or a larger n_ctx", rc)
         if rc == -1:
+            detail = f" ({_ffi.last_error})" if _ffi.last_error else ""
             raise InvalidBatchError(
-                "llama.cpp rejected the batch (token ids out of range, positions that do not continue "
-                "the sequence, or sequence ids >= n_seq_max)", rc)
+                f"llama.cpp rejected the batch{detail}: token ids out of range, positions that do not continue "
+                f"the sequence, or sequence ids >= n_seq_max", rc)
         self._roll_back(batch)
         if rc == 2:
             if interrupt is not None:
@@ -427,7 +447,10 @@ class Context(CObject):
 
     # -- performance -------------------------------------------------------------------
     def perf(self) -> PerfData:
-        d = lib.llama_perf_context(self._ptr)
+        """Timings since creation or perf_reset() (needs no_perf=False; waits for pending work)."""
+        ptr = self._ptr
+        lib.llama_synchronize(ptr)
+        d = lib.llama_perf_context(ptr)
         return PerfData(d.t_load_ms, d.t_p_eval_ms, d.t_eval_ms, d.n_p_eval, d.n_eval, d.n_reused)
 
     def perf_reset(self) -> None:

@@ -99,6 +99,21 @@ def _poll_only(progress: float) -> bool:
     return True
 
 
+class _Tracked:
+    """Wraps the user's progress callback to know whether it asked to cancel."""
+
+    def __init__(self, callback: ProgressCallback):
+        self.callback = callback
+        self.cancelled = False
+
+    def __call__(self, progress: float) -> bool:
+        result = self.callback(progress)
+        if result is not None and not result:
+            self.cancelled = True
+            return False
+        return True
+
+
 class Model(CObject):
     """A GGUF model loaded by llama.cpp.
 
@@ -165,7 +180,7 @@ class Model(CObject):
             keep.append(values["kv_overrides"])
         fill(params, values, conv, "llama_model_params")
 
-        callback: ProgressCallback = _ProgressBar(p.name) if progress is True else (progress or _poll_only)
+        callback = _Tracked(_ProgressBar(p.name) if progress is True else (progress or _poll_only))
         handle = ffi.new_handle(callback)
         params.progress_callback = lib.llamapy_py_progress
         params.progress_callback_user_data = handle
@@ -175,11 +190,14 @@ class Model(CObject):
         if ptr == ffi.NULL:
             if interrupt is not None:
                 raise interrupt
+            if callback.cancelled:
+                raise ModelLoadError(f"loading {p.name} was cancelled by the progress callback")
             raise ModelLoadError(f"llama.cpp could not load {p} (unsupported architecture, corrupt or truncated "
                                  f"file, or not enough memory; enable logging with llamapy.set_verbose() for details)")
         self = object.__new__(cls)
         self._own(ptr, lib.llama_model_free)
         self.path = p
+        self.vocab_only = bool(params.vocab_only)
         self._vocab: Vocab | None = None
         if interrupt is not None:  # the load finished before the signal was seen
             raise interrupt

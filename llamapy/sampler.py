@@ -124,8 +124,12 @@ class Sampler(CObject):
 
     @classmethod
     def dry(cls, vocab: Vocab, multiplier: float = 0.8, base: float = 1.75, allowed_length: int = 2,
-            penalty_last_n: int = -1, seq_breakers: Sequence[str] = ("\n", ":", '"', "*")) -> Sampler:
-        """DRY ("don't repeat yourself") penalty."""
+            penalty_last_n: int = 1024, seq_breakers: Sequence[str] = ("\n", ":", '"', "*")) -> Sampler:
+        """DRY ("don't repeat yourself") penalty over the last ``penalty_last_n`` tokens.
+
+        A multiplier of 0 (or a window of 0) gives a disabled placeholder named "?dry"."""
+        if penalty_last_n < 0:
+            raise ValueError("dry: penalty_last_n is a window in tokens (>= 0); pass e.g. the context size")
         brk = [ffi.new("char[]", s.encode()) for s in seq_breakers]
         arr = ffi.new("const char *[]", brk) if brk else ffi.NULL
         return cls._make(lib.llama_sampler_init_dry(vocab._ptr, multiplier, base, allowed_length, penalty_last_n,
