@@ -29,24 +29,27 @@ class Sampler(CObject):
     def __init__(self) -> None:
         raise TypeError("use a factory such as Sampler.top_k(40), or SamplerChain")
 
+    selects = False  # whether this sampler picks the token (greedy, dist, mirostat, ...)
+
     @classmethod
-    def _make(cls, ptr: Any, *parents: CObject, keep: tuple = (), what: str = "sampler") -> Sampler:
+    def _make(cls, ptr: Any, *parents: CObject, keep: tuple = (), selects: bool = False) -> Sampler:
         if ptr == ffi.NULL:
-            raise ValueError(f"llama.cpp refused to create the {what} sampler (check its arguments)")
+            raise ValueError("llama.cpp refused to create the sampler (check its arguments)")
         self = object.__new__(cls)
         self._own(ptr, lib.llama_sampler_free, *parents, keep=keep)
+        self.selects = selects
         return self
 
     # -- factories: one per llama_sampler_init_* ----------------------------------------
     @classmethod
     def greedy(cls) -> Sampler:
         """Always the most probable token."""
-        return cls._make(lib.llama_sampler_init_greedy())
+        return cls._make(lib.llama_sampler_init_greedy(), selects=True)
 
     @classmethod
     def dist(cls, seed: int | None = None) -> Sampler:
         """Draw from the distribution (seed None: random)."""
-        return cls._make(lib.llama_sampler_init_dist(_seed(seed)))
+        return cls._make(lib.llama_sampler_init_dist(_seed(seed)), selects=True)
 
     @classmethod
     def top_k(cls, k: int) -> Sampler:
@@ -84,11 +87,11 @@ class Sampler(CObject):
     @classmethod
     def mirostat(cls, n_vocab: int, seed: int | None = None, tau: float = 5.0, eta: float = 0.1,
                  m: int = 100) -> Sampler:
-        return cls._make(lib.llama_sampler_init_mirostat(n_vocab, _seed(seed), tau, eta, m))
+        return cls._make(lib.llama_sampler_init_mirostat(n_vocab, _seed(seed), tau, eta, m), selects=True)
 
     @classmethod
     def mirostat_v2(cls, seed: int | None = None, tau: float = 5.0, eta: float = 0.1) -> Sampler:
-        return cls._make(lib.llama_sampler_init_mirostat_v2(_seed(seed), tau, eta))
+        return cls._make(lib.llama_sampler_init_mirostat_v2(_seed(seed), tau, eta), selects=True)
 
     @classmethod
     def grammar(cls, vocab: Vocab, grammar: str, root: str = "root") -> Sampler:
@@ -148,7 +151,7 @@ class Sampler(CObject):
 
     @classmethod
     def adaptive_p(cls, target: float, decay: float = 0.9, seed: int | None = None) -> Sampler:
-        return cls._make(lib.llama_sampler_init_adaptive_p(target, decay, _seed(seed)))
+        return cls._make(lib.llama_sampler_init_adaptive_p(target, decay, _seed(seed)), selects=True)
 
     @classmethod
     def custom(cls, impl: PySampler) -> Sampler:
@@ -166,7 +169,13 @@ class Sampler(CObject):
 
     def sample(self, ctx: Context, idx: int = -1) -> int:
         """Choose a token from output ``idx`` of the last decode, and accept it."""
-        return lib.llama_sampler_sample(self._ptr, ctx._ptr, idx)
+        ptr, cptr = self._ptr, ctx._ptr
+        if not self.selects:
+            raise LlamaError(f"{self.name!r} does not choose a token: end the chain with greedy, dist, "
+                             f"mirostat or adaptive_p")
+        if lib.llama_get_logits_ith(cptr, idx) == ffi.NULL:
+            raise IndexError(f"no logits for output {idx} of the last decode (request them in the batch)")
+        return lib.llama_sampler_sample(ptr, cptr, idx)
 
     def accept(self, token: int) -> None:
         """Tell the sampler a token was chosen (updates penalties, grammar state, ...)."""
@@ -192,6 +201,7 @@ class Sampler(CObject):
         ptr = lib.llama_sampler_clone(h.ptr)
         other = object.__new__(type(self))
         other._handle = Handle(ptr, lib.llama_sampler_free, h.parents)
+        other.selects = self.selects
         return other
 
     def __repr__(self) -> str:
@@ -209,6 +219,7 @@ class SamplerChain(Sampler):
         params = lib.llama_sampler_chain_default_params()
         params.no_perf = no_perf
         self._deps: list[Any] = []
+        self._selecting: list[bool] = []
         self._handle = Handle(lib.llama_sampler_chain_init(params), lib.llama_sampler_free, (self._deps,))
         for s in samplers:
             self.add(s)
@@ -225,9 +236,15 @@ class SamplerChain(Sampler):
         h = sampler._h
         lib.llama_sampler_chain_add(self._ptr, h.ptr)
         self._deps.extend(h.parents)
+        self._selecting.append(sampler.selects)
         h.release()
         sampler._handle = None
         return self
+
+    @property
+    def selects(self) -> bool:  # type: ignore[override]
+        """A chain chooses a token when its last sampler does."""
+        return bool(self._selecting) and self._selecting[-1]
 
     def remove(self, i: int) -> Sampler:
         """Take sampler ``i`` out of the chain; it becomes a standalone sampler again."""
@@ -237,6 +254,7 @@ class SamplerChain(Sampler):
         ptr = lib.llama_sampler_chain_remove(self._ptr, i % n)
         s = object.__new__(Sampler)
         s._handle = Handle(ptr, lib.llama_sampler_free, tuple(self._deps))
+        s.selects = self._selecting.pop(i % n)
         return s
 
     def __len__(self) -> int:
@@ -254,6 +272,7 @@ class SamplerChain(Sampler):
         _check_clonable(self._deps)
         other = object.__new__(SamplerChain)
         other._deps = list(self._deps)
+        other._selecting = list(self._selecting)
         other._handle = Handle(lib.llama_sampler_clone(h.ptr), lib.llama_sampler_free, (other._deps,))
         return other
 
@@ -296,6 +315,7 @@ class PySampler:
     """
 
     name = "python"
+    selects = False  # set True if apply() always sets ``self.selected``
     selected: int | None = None
 
     def apply(self, candidates: np.ndarray) -> None:
@@ -318,7 +338,7 @@ class PySampler:
         name = ffi.new("char[]", self.name.encode())
         ptr = lib.llama_sampler_init(iface, handle)
         _live_py_samplers[int(ffi.cast("uintptr_t", ptr))] = (self, handle, iface, name)
-        return Sampler._make(ptr, keep=(iface, _PYTHON_SAMPLER))
+        return Sampler._make(ptr, keep=(iface, _PYTHON_SAMPLER), selects=self.selects)
 
 
 def _py(smpl: Any) -> PySampler:
@@ -342,8 +362,10 @@ def llamapy_py_sampler_apply(smpl: Any, cur_p: Any) -> None:
     view = np.frombuffer(ffi.buffer(cur_p.data, cur_p.size * TOKEN_DATA.itemsize), dtype=TOKEN_DATA)
     impl.selected = None
     impl.apply(view)
-    if impl.selected is not None:
+    if impl.selected is not None and 0 <= int(impl.selected) < cur_p.size:
         cur_p.selected = int(impl.selected)
+    elif impl.selects and cur_p.size:
+        cur_p.selected = int(np.argmax(view["logit"]))  # promised a choice but made none: take the best
     cur_p.sorted = False
 
 

@@ -56,12 +56,8 @@ def test_greedy_generation_equals_llama_simple(model, model_path, llama_tools, p
     assert proc.stdout.startswith(prompt_text)
     theirs = proc.stdout[len(prompt_text):].removesuffix(b"\n")
     ids, ours = greedy_pieces(model, prompt, N_PREDICT)
-    # llama-simple stops one token early (its loop counts the prompt's last position).
-    assert len(ids) >= N_PREDICT - 1 or model.vocab.is_eog(ids[-1] if ids else 0) or len(theirs) > 0
-    assert ours.startswith(theirs), f"\nllama-simple: {theirs!r}\nllamapy:      {ours!r}"
-    # and they agree token for token on all that llama-simple printed
-    ours_prefix = b"".join(model.vocab.token_to_bytes(t, special=True) for t in ids[: len(ids) - 1])
-    assert theirs in (ours, ours_prefix)
+    assert ids, "nothing generated"
+    assert ours == theirs, f"\nllama-simple: {theirs!r}\nllamapy:      {ours!r}"
 
 
 def llama_tokenize(tools, model_path, text: str, tmp_path, parse_special: bool) -> list[int]:
