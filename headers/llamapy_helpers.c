@@ -57,7 +57,8 @@ bool llamapy_abort_callback(void *data) {
         st->aborted = 1;
         return true;
     }
-    if (st->poll_interval > 0) {
+    /* called once per graph node: look at the clock only every 32 calls */
+    if (st->poll_interval > 0 && (++st->calls & 31) == 0) {
         double now = llamapy_now();
         if (now >= st->next_poll) {
             st->next_poll = now + st->poll_interval;
@@ -68,6 +69,21 @@ bool llamapy_abort_callback(void *data) {
         }
     }
     return false;
+}
+
+llama_token llamapy_greedy(struct llama_context *ctx, int32_t idx) {
+    const float *logits = llama_get_logits_ith(ctx, idx);
+    if (logits == NULL) {
+        return -1;
+    }
+    const int32_t n = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++) {
+        if (logits[i] > logits[best]) {
+            best = i;
+        }
+    }
+    return best;
 }
 
 static void llamapy_batch_put(struct llama_batch *b, int32_t i, llama_token tok, llama_pos pos,

@@ -22,6 +22,7 @@ struct llamapy_abort_state {
     volatile int aborted;
     double next_poll;
     double poll_interval;
+    unsigned int calls;
 };
 bool llamapy_abort_callback(void *data);
 
@@ -37,5 +38,10 @@ int32_t llamapy_batch_add_seq(struct llama_batch *batch, int32_t capacity,
 int32_t llamapy_batch_add_token(struct llama_batch *batch, int32_t capacity, llama_token token,
                                 llama_pos pos, const llama_seq_id *seq_ids, int32_t n_seq,
                                 bool logits);
+
+/* Greedy choice over the logits of output idx: the first token with the largest logit,
+ * exactly as llama.cpp's greedy sampler picks it, without building a candidates array.
+ * Returns -1 when the last decode produced no logits for idx. */
+llama_token llamapy_greedy(struct llama_context *ctx, int32_t idx);
 
 #endif

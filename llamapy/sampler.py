@@ -30,6 +30,7 @@ class Sampler(CObject):
         raise TypeError("use a factory such as Sampler.top_k(40), or SamplerChain")
 
     selects = False  # whether this sampler picks the token (greedy, dist, mirostat, ...)
+    _only_greedy = False  # plain greedy: sampled by a C argmax, token-identical and faster
 
     @classmethod
     def _make(cls, ptr: Any, *parents: CObject, keep: tuple = (), selects: bool = False) -> Sampler:
@@ -44,7 +45,9 @@ class Sampler(CObject):
     @classmethod
     def greedy(cls) -> Sampler:
         """Always the most probable token."""
-        return cls._make(lib.llama_sampler_init_greedy(), selects=True)
+        s = cls._make(lib.llama_sampler_init_greedy(), selects=True)
+        s._only_greedy = True
+        return s
 
     @classmethod
     def dist(cls, seed: int | None = None) -> Sampler:
@@ -170,6 +173,11 @@ class Sampler(CObject):
     def sample(self, ctx: Context, idx: int = -1) -> int:
         """Choose a token from output ``idx`` of the last decode, and accept it."""
         ptr, cptr = self._ptr, ctx._ptr
+        if self._only_greedy:
+            tok = lib.llamapy_greedy(cptr, idx)
+            if tok < 0:
+                raise IndexError(f"no logits for output {idx} of the last decode (request them in the batch)")
+            return tok
         if not self.selects:
             raise LlamaError(f"{self.name!r} does not choose a token: end the chain with greedy, dist, "
                              f"mirostat or adaptive_p")
@@ -202,6 +210,7 @@ class Sampler(CObject):
         other = object.__new__(type(self))
         other._handle = Handle(ptr, lib.llama_sampler_free, h.parents)
         other.selects = self.selects
+        other._only_greedy = self._only_greedy
         return other
 
     def __repr__(self) -> str:
@@ -218,8 +227,10 @@ class SamplerChain(Sampler):
     def __init__(self, samplers: Sequence[Sampler] = (), no_perf: bool = True):
         params = lib.llama_sampler_chain_default_params()
         params.no_perf = no_perf
+        self._no_perf = no_perf
         self._deps: list[Any] = []
         self._selecting: list[bool] = []
+        self._greedy_flags: list[bool] = []
         self._handle = Handle(lib.llama_sampler_chain_init(params), lib.llama_sampler_free, (self._deps,))
         for s in samplers:
             self.add(s)
@@ -237,9 +248,14 @@ class SamplerChain(Sampler):
         lib.llama_sampler_chain_add(self._ptr, h.ptr)
         self._deps.extend(h.parents)
         self._selecting.append(sampler.selects)
+        self._greedy_flags.append(sampler._only_greedy)
+        self._update_fast_path()
         h.release()
         sampler._handle = None
         return self
+
+    def _update_fast_path(self) -> None:
+        self._only_greedy = self._no_perf and self._greedy_flags == [True]
 
     @property
     def selects(self) -> bool:  # type: ignore[override]
@@ -255,6 +271,8 @@ class SamplerChain(Sampler):
         s = object.__new__(Sampler)
         s._handle = Handle(ptr, lib.llama_sampler_free, tuple(self._deps))
         s.selects = self._selecting.pop(i % n)
+        s._only_greedy = self._greedy_flags.pop(i % n)
+        self._update_fast_path()
         return s
 
     def __len__(self) -> int:
@@ -273,6 +291,9 @@ class SamplerChain(Sampler):
         other = object.__new__(SamplerChain)
         other._deps = list(self._deps)
         other._selecting = list(self._selecting)
+        other._greedy_flags = list(self._greedy_flags)
+        other._no_perf = self._no_perf
+        other._only_greedy = self._only_greedy
         other._handle = Handle(lib.llama_sampler_clone(h.ptr), lib.llama_sampler_free, (other._deps,))
         return other
 
