@@ -56,3 +56,19 @@ class AdapterError(LlamaError):
 
 class GrammarError(LlamaError, ValueError):
     """A grammar could not be parsed."""
+
+
+class PromptTooLongError(LlamaError, ValueError):
+    """The prompt does not fit in the context; nothing was decoded."""
+
+
+class ChatTemplateError(LlamaError):
+    """A chat template could not be rendered."""
+
+
+class TemplateSecurityError(ChatTemplateError):
+    """A chat template tried to reach outside its sandbox; nothing was executed."""
+
+
+class SchemaError(LlamaError, ValueError):
+    """A JSON schema uses something that cannot be turned into a grammar."""

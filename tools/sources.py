@@ -56,11 +56,14 @@ def _local_tree(name: str, pin: dict, path: str) -> Source:
 
 
 def _pip(args: list[str]) -> subprocess.CompletedProcess:
-    """pip of this interpreter, else the one on PATH (a build environment may lack pip)."""
+    """pip of this interpreter (pip is a build requirement, so the build environment has it);
+    failing that, the interpreter's own environment without pip's build isolation."""
     proc = subprocess.run([sys.executable, "-m", "pip", *args], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0 and "No module named pip" in proc.stdout and shutil.which("pip"):
-        proc = subprocess.run(["pip", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0 and "No module named pip" in proc.stdout:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE")}
+        proc = subprocess.run([sys.executable, "-m", "pip", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env)
     return proc
 
 
