@@ -3,10 +3,12 @@ from ._ffi import set_verbose
 from ._version import __version__
 from .adapters import LoraAdapter
 from .batch import Batch
+from .chat_template import ChatTemplate
 from .context import Context, Memory, PerfData
 from .enums import GGMLType, PoolingType, RopeType, TokenAttr, VocabType
 from .errors import (
     AdapterError,
+    ChatTemplateError,
     ClosedError,
     ContextError,
     DecodeAbortedError,
@@ -16,9 +18,15 @@ from .errors import (
     LlamaError,
     ModelLoadError,
     NoKvSlotError,
+    PromptTooLongError,
+    SchemaError,
     StateError,
+    TemplateSecurityError,
     TokenizeError,
 )
+from .config import GenerationConfig, GenerationStats
+from .generate import LLM, chat, complete
+from .json_schema import schema_to_gbnf
 from .model import Model
 from .sampler import PySampler, Sampler, SamplerChain
 from .system import (
@@ -49,6 +57,8 @@ __all__ = [
     "GGMLType", "PoolingType", "RopeType", "TokenAttr", "VocabType",
     "LlamaError", "ModelLoadError", "ContextError", "DecodeError", "NoKvSlotError", "DecodeAbortedError",
     "InvalidBatchError", "TokenizeError", "StateError", "AdapterError", "GrammarError", "ClosedError",
+    "PromptTooLongError", "ChatTemplateError", "TemplateSecurityError", "SchemaError",
+    "LLM", "GenerationConfig", "GenerationStats", "complete", "chat", "ChatTemplate", "schema_to_gbnf",
     "Device", "backends", "build_info", "llama_cpp_version", "supports_gpu_offload", "supports_mlock",
     "supports_mmap", "supports_rpc", "system_info",
 ]

