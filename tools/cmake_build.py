@@ -200,6 +200,23 @@ def _cached_tools_exist(build_dir: Path) -> bool:
     return True
 
 
+def _home_directory(build_dir: Path) -> str:
+    for line in (build_dir / "CMakeCache.txt").read_text(errors="replace").splitlines():
+        if line.startswith("CMAKE_HOME_DIRECTORY:"):
+            return line.split("=", 1)[1]
+    raise BuildError(f"{build_dir} is not a CMake build directory")
+
+
+def _configure(cmake: str, source: str, build_dir: Path, flags: list[str], what: str, hint: str = "") -> None:
+    """Configure a build (or re-configure an existing one with this cmake and ninja;
+    the values cached by the first configure stay)."""
+    cmd = [cmake, "-S", source, "-B", str(build_dir)]
+    ninja = _tool("ninja", "BIN_DIR", "ninja")
+    if ninja:
+        cmd += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+    run(cmd + flags, what, hint=hint)
+
+
 def _cmake_version(cmake: str) -> str:
     out = subprocess.run([cmake, "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "?"
@@ -215,12 +232,8 @@ def _build(source: Source, kind: str, flags: list[str], targets: list[str], hint
         if not _cached_tools_exist(build_dir):
             fresh = not (build_dir / "CMakeCache.txt").is_file()
             build_dir.mkdir(parents=True, exist_ok=True)
-            cmd = [cmake, "-S", str(source.tree), "-B", str(build_dir)]
-            ninja = _tool("ninja", "BIN_DIR", "ninja")
-            if ninja:
-                cmd += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
             try:
-                run(cmd + flags, f"configuring {source.name} with CMake", hint=hint)
+                _configure(cmake, str(source.tree), build_dir, flags, f"configuring {source.name} with CMake", hint)
             except BuildError:
                 if fresh:
                     shutil.rmtree(build_dir, ignore_errors=True)
@@ -249,6 +262,10 @@ def build_whisper(source: Source) -> NativeBuild:
 
 def build_tools(build_dir: Path, targets: list[str]) -> Path:
     """Build extra llama.cpp programs (llama-simple, llama-bench, ...) in an existing build."""
-    run([cmake_exe(), "--build", str(build_dir), "--config", "Release",
-         "-j", str(os.cpu_count() or 2), "--target", *targets], f"building {', '.join(targets)}")
+    cmake = cmake_exe()
+    with _locked(build_dir.with_suffix(".lock")):
+        if not _cached_tools_exist(build_dir):
+            _configure(cmake, _home_directory(build_dir), build_dir, [], "re-configuring the cached build")
+        run([cmake, "--build", str(build_dir), "--config", "Release",
+             "-j", str(os.cpu_count() or 2), "--target", *targets], f"building {', '.join(targets)}")
     return build_dir / "bin"
