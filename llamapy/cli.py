@@ -205,3 +205,7 @@ def info() -> None:
     for d in backends():
         click.echo(f"  [{d.index}] {d.name} ({d.type}): {d.description}, "
                    f"{d.memory_free / 2**30:.1f} / {d.memory_total / 2**30:.1f} GiB free")
+
+
+if __name__ == "__main__":
+    main()

@@ -39,3 +39,30 @@ def run_python(code: str, env: dict | None = None) -> subprocess.CompletedProces
     """Run Python code in a fresh interpreter (crash isolation), from outside the repo."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd="/", env={**os.environ, **(env or {})})
+
+
+def copy_gguf_with_strings(src: Path, dst: Path, values: dict[str, str]) -> Path:
+    """Copy a GGUF model (tensors included) with some string metadata set, through gguf.h.
+
+    The copy is built in a new gguf context: writing the tensors of a context read from a
+    file crashes in gguf.h (its tensor infos carry an uninitialised buffer pointer).
+    """
+    from llamapy._ffi import ffi, lib
+
+    ggml_ctx = ffi.new("struct ggml_context **")
+    params = ffi.new("struct gguf_init_params *", {"no_alloc": False, "ctx": ggml_ctx})
+    g = lib.gguf_init_from_file(str(src).encode(), params[0])
+    assert g != ffi.NULL, f"gguf.h could not read {src}"
+    out = lib.gguf_init_empty()
+    try:
+        lib.gguf_set_kv(out, g)
+        for key, value in values.items():
+            lib.gguf_set_val_str(out, key.encode(), value.encode())
+        for i in range(lib.gguf_get_n_tensors(g)):
+            lib.gguf_add_tensor(out, lib.ggml_get_tensor(ggml_ctx[0], lib.gguf_get_tensor_name(g, i)))
+        assert lib.gguf_write_to_file(out, str(dst).encode(), False)
+    finally:
+        lib.gguf_free(out)
+        lib.gguf_free(g)
+        lib.ggml_free(ggml_ctx[0])
+    return dst
