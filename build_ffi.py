@@ -79,10 +79,10 @@ def llama_ffibuilder(build: NativeBuild, version: str, tmp_cdef: Path | None = N
     ffi.set_source(
         "llamapy._cffi",
         "".join(f'#include "{h}"\n' for h in LLAMA_INCLUDES) + '#include "llamapy_helpers.h"\n',
-        sources=[str((HEADERS / "llamapy_helpers.c").relative_to(ROOT))],
-        include_dirs=[str(p) for p in hs.include_paths()] + [str(HEADERS)],
+        sources=[str((HEADERS / name).relative_to(ROOT)) for name in ("llamapy_helpers.c", "llamapy_memory.cpp")],
+        include_dirs=[str(p) for p in hs.include_paths()] + [str(HEADERS), str(build.source.tree / "src")],
         library_dirs=[str(build.lib_dir)],
-        libraries=libs,
+        libraries=libs + ["stdc++"],
         define_macros=[("LLAMAPY_VERSION", f'"{version}"')],
         extra_compile_args=["-Wno-deprecated-declarations"],
         extra_link_args=[f"-Wl,-rpath,{ORIGIN}"],

@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include "llama.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Version of the Python package this module was compiled for. */
 const char *llamapy_module_version(void);
 
@@ -43,5 +47,22 @@ int32_t llamapy_batch_add_token(struct llama_batch *batch, int32_t capacity, lla
  * exactly as llama.cpp's greedy sampler picks it, without building a candidates array.
  * Returns -1 when the last decode produced no logits for idx. */
 llama_token llamapy_greedy(struct llama_context *ctx, int32_t idx);
+
+/* Memory a context uses per buffer type (see headers/llamapy_memory.cpp). Fills up to
+ * capacity entries and returns how many there are. */
+struct llamapy_buffer_usage {
+    const char *buffer_type;
+    const char *device;
+    bool is_host;
+    size_t model;
+    size_t context;
+    size_t compute;
+};
+int32_t llamapy_memory_breakdown(const struct llama_context *ctx, struct llamapy_buffer_usage *out,
+                                 int32_t capacity);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

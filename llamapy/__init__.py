@@ -27,6 +27,7 @@ from .errors import (
 from .config import GenerationConfig, GenerationStats
 from .generate import LLM, chat, complete
 from .json_schema import schema_to_gbnf
+from .memory import EstimateError, estimate_gpu_layers, estimate_memory_usage
 from .model import Model
 from .sampler import PySampler, Sampler, SamplerChain
 from .system import (
@@ -58,6 +59,7 @@ __all__ = [
     "LlamaError", "ModelLoadError", "ContextError", "DecodeError", "NoKvSlotError", "DecodeAbortedError",
     "InvalidBatchError", "TokenizeError", "StateError", "AdapterError", "GrammarError", "ClosedError",
     "PromptTooLongError", "ChatTemplateError", "TemplateSecurityError", "SchemaError",
+    "estimate_memory_usage", "estimate_gpu_layers", "EstimateError",
     "LLM", "GenerationConfig", "GenerationStats", "complete", "chat", "ChatTemplate", "schema_to_gbnf",
     "Device", "backends", "build_info", "llama_cpp_version", "supports_gpu_offload", "supports_mlock",
     "supports_mmap", "supports_rpc", "system_info",

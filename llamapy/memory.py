@@ -1,0 +1,395 @@
+"""Memory planning: how much memory a model needs, and how many layers fit on the GPU.
+
+The analytic estimate reads only GGUF metadata and tensor sizes (no model load, no GPU):
+weights per layer and for the input/output layers, the KV cache from the hyperparameters,
+and a compute-buffer estimate. The exact mode asks llama.cpp itself: it loads the model
+with ``no_alloc`` and creates a context, which sizes every buffer without allocating it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._ffi import ffi, lib
+from .errors import LlamaError
+from .gguf import GGUFFile
+
+MiB = 1 << 20
+KV_PAD = 256  # llama.cpp sizes the KV cache in multiples of 256 cells
+_TYPE_SIZES = {"f32": (4, 1), "f16": (2, 1), "bf16": (2, 1), "q8_0": (34, 32), "q5_1": (24, 32), "q5_0": (22, 32),
+               "q4_1": (20, 32), "q4_0": (18, 32), "iq4_nl": (18, 32)}
+
+
+class EstimateError(LlamaError, ValueError):
+    """The estimate cannot be made (unknown architecture details, bad arguments, no room)."""
+
+
+@dataclass
+class DeviceMemory:
+    """Bytes one device (or the host) needs."""
+
+    name: str
+    weights: int = 0
+    kv: int = 0
+    compute: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv + self.compute
+
+
+@dataclass
+class MemoryEstimate:
+    """Where the memory of a model + context goes, per GPU device and on the host."""
+
+    n_gpu_layers: int
+    n_ctx: int
+    devices: list[DeviceMemory]
+    host: DeviceMemory
+    exact: bool = False
+    tensor_split: list[float] = field(default_factory=list)
+
+    @property
+    def vram(self) -> int:
+        return sum(d.total for d in self.devices)
+
+    @property
+    def vram_kv(self) -> int:
+        return sum(d.kv for d in self.devices)
+
+    @property
+    def vram_weights(self) -> int:
+        return sum(d.weights for d in self.devices)
+
+    @property
+    def weights_size(self) -> int:
+        return self.host.weights + self.vram_weights
+
+    @property
+    def kv_size(self) -> int:
+        return self.host.kv + self.vram_kv
+
+    @property
+    def graph_size(self) -> int:
+        """Compute buffers on all devices and the host."""
+        return self.host.compute + sum(d.compute for d in self.devices)
+
+    @property
+    def total_size(self) -> int:
+        return self.host.total + self.vram
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n_gpu_layers": self.n_gpu_layers, "n_ctx": self.n_ctx, "exact": self.exact,
+            "tensor_split": self.tensor_split, "vram": self.vram, "vram_kv": self.vram_kv,
+            "weights": self.weights_size, "kv": self.kv_size, "compute": self.graph_size, "total": self.total_size,
+            "devices": [vars(d) | {"total": d.total} for d in self.devices],
+            "host": vars(self.host) | {"total": self.host.total},
+        }
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The hyperparameters the estimate needs, read from GGUF metadata."""
+
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: tuple[int, ...]  # per layer
+    head_k: int
+    head_v: int
+    n_vocab: int
+    n_ff: int
+    n_ctx_train: int
+    n_swa: int
+    layer_bytes: tuple[int, ...]  # weights of blk.i
+    input_bytes: int  # token embeddings (kept on the host by llama.cpp)
+    output_bytes: int  # output norm/head (on the GPU only when every layer is)
+
+
+def _need(g: GGUFFile, key: str, path: Path) -> Any:
+    if key not in g:
+        raise EstimateError(f"{path.name}: missing metadata key {key!r}, needed to estimate memory "
+                            f"for this architecture")
+    return g[key]
+
+
+def read_shape(path: str | os.PathLike) -> ModelShape:
+    """The hyperparameters and tensor sizes of a GGUF model (metadata only)."""
+    p = Path(path).expanduser()
+    with GGUFFile.open(p) as g:
+        arch = str(_need(g, "general.architecture", p))
+        recurrent = [k for k in g.keys() if k.startswith((f"{arch}.ssm.", f"{arch}.wkv.", f"{arch}.rwkv."))]
+        if recurrent:
+            raise EstimateError(f"{p.name}: {arch} keeps a recurrent state ({recurrent[0]}, ...); its size is not "
+                                f"modelled by the analytic estimate: use exact=True (--exact)")
+        n_layer = int(_need(g, f"{arch}.block_count", p))
+        n_embd = int(_need(g, f"{arch}.embedding_length", p))
+        n_head = int(_need(g, f"{arch}.attention.head_count", p))
+        kv = g.get(f"{arch}.attention.head_count_kv", n_head)
+        n_head_kv = tuple(int(x) for x in kv) if isinstance(kv, np.ndarray) else (int(kv),) * n_layer
+        if n_head == 0:
+            raise EstimateError(f"{p.name}: {arch}.attention.head_count is 0 (not an attention model)")
+        head_k = int(g.get(f"{arch}.attention.key_length", n_embd // n_head))
+        head_v = int(g.get(f"{arch}.attention.value_length", n_embd // n_head))
+        if "tokenizer.ggml.tokens" in g:
+            n_vocab = int(lib.gguf_get_arr_n(g._ptr, g._key_id("tokenizer.ggml.tokens")))
+        else:
+            n_vocab = int(_need(g, f"{arch}.vocab_size", p))
+        ff = g.get(f"{arch}.feed_forward_length", 4 * n_embd)
+        n_ff = int(np.max(ff)) if isinstance(ff, np.ndarray) else int(ff)
+        layer_bytes = [0] * n_layer
+        input_bytes = output_bytes = 0
+        for t in g.tensors:
+            m = re.match(r"blk\.(\d+)\.", t.name)
+            if m and int(m.group(1)) < n_layer:
+                layer_bytes[int(m.group(1))] += t.n_bytes
+            elif t.name.startswith(("token_embd", "pos_embd", "token_types")):
+                input_bytes += t.n_bytes
+            else:
+                output_bytes += t.n_bytes
+        return ModelShape(arch, n_layer, n_embd, n_head, n_head_kv, head_k, head_v, n_vocab, n_ff,
+                          int(g.get(f"{arch}.context_length", 0)), int(g.get(f"{arch}.attention.sliding_window", 0)),
+                          tuple(layer_bytes), input_bytes, output_bytes)
+
+
+def _type_bytes(cache_type: str, n: int) -> int:
+    key = cache_type.lower()
+    if key not in _TYPE_SIZES:
+        raise EstimateError(f"unknown KV cache type {cache_type!r}; choose from {', '.join(_TYPE_SIZES)}")
+    size, block = _TYPE_SIZES[key]
+    return n * size // block
+
+
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def kv_cells(n_ctx: int, n_seq_max: int, kv_unified: bool) -> int:
+    """Cells llama.cpp allocates: per sequence (padded) unless the cache is unified."""
+    if kv_unified or n_seq_max == 1:
+        return _pad(n_ctx, KV_PAD)
+    return _pad(max(1, n_ctx // n_seq_max), KV_PAD) * n_seq_max
+
+
+def _layer_kv(shape: ModelShape, i: int, cells: int, type_k: str, type_v: str) -> int:
+    return _type_bytes(type_k, cells * shape.n_head_kv[i] * shape.head_k) + \
+        _type_bytes(type_v, cells * shape.n_head_kv[i] * shape.head_v)
+
+
+def _compute(shape: ModelShape, n_ubatch: int, cells: int, flash_attn: bool) -> int:
+    """Compute-buffer estimate: logits of a full micro-batch plus the widest activations;
+    without flash attention the attention scores of a micro-batch over the whole cache."""
+    size = 4 * n_ubatch * (shape.n_vocab + 4 * shape.n_embd)
+    if not flash_attn:
+        size += 4 * n_ubatch * cells * shape.n_head
+    return size
+
+
+def _split(n_gpu_layers: int, n_layer: int, shares: Sequence[float]) -> list[list[int]]:
+    """Layer indices per device for a layer split: the last n_gpu_layers layers go to the
+    GPUs, in proportion to ``shares``."""
+    layers = list(range(n_layer - min(n_gpu_layers, n_layer), n_layer))
+    bounds = np.cumsum(shares) / (sum(shares) or 1.0)
+    out: list[list[int]] = [[] for _ in shares]
+    for k, layer in enumerate(layers):
+        dev = int(np.searchsorted(bounds, (k + 0.5) / len(layers), side="right"))
+        out[min(dev, len(shares) - 1)].append(layer)
+    return out
+
+
+def estimate_memory_usage(
+    model_path: str | os.PathLike | ModelShape,
+    n_ctx: int | None = None,
+    n_batch: int = 2048,
+    n_ubatch: int = 512,
+    n_gpu_layers: int = 0,
+    cache_type_k: str = "f16",
+    cache_type_v: str | None = None,
+    n_seq_max: int = 1,
+    flash_attn: bool = True,
+    kv_unified: bool = False,
+    tensor_split: Sequence[float] | None = None,
+    gpu_names: Sequence[str] | None = None,
+    exact: bool = False,
+) -> MemoryEstimate:
+    """Memory for a model with a context of ``n_ctx`` (None: the training context).
+
+    ``n_gpu_layers`` layers go to the GPU devices, split by ``tensor_split`` (default:
+    evenly over ``gpu_names``). With ``exact=True`` llama.cpp sizes the buffers itself
+    (on this machine's devices).
+    """
+    if n_ctx is not None and n_ctx < 1 or n_seq_max < 1 or n_ubatch < 1:
+        raise EstimateError("n_ctx, n_seq_max and n_ubatch must be positive")
+    if exact:
+        if isinstance(model_path, ModelShape):
+            raise EstimateError("the exact mode needs the model file")
+        return _exact(model_path, n_ctx, n_batch, n_ubatch, n_gpu_layers, cache_type_k, cache_type_v or cache_type_k,
+                      n_seq_max, flash_attn, kv_unified)
+    shape = model_path if isinstance(model_path, ModelShape) else read_shape(model_path)
+    n_ctx = n_ctx or shape.n_ctx_train or 4096
+    type_v = cache_type_v or cache_type_k
+    cells = kv_cells(n_ctx, n_seq_max, kv_unified)
+    ngl = max(0, min(n_gpu_layers if n_gpu_layers >= 0 else shape.n_layer + 1, shape.n_layer + 1))
+    names = list(gpu_names or (["GPU0"] if ngl else []))
+    shares = list(tensor_split or [1.0] * len(names))
+    if ngl and len(shares) != len(names):
+        raise EstimateError(f"tensor_split has {len(shares)} entries for {len(names)} GPU devices")
+    devices = [DeviceMemory(n) for n in names]
+    host = DeviceMemory("host", weights=shape.input_bytes)
+    per_device = _split(ngl, shape.n_layer, shares) if devices else []
+    on_gpu = {layer: d for d, layers in enumerate(per_device) for layer in layers}
+    for i in range(shape.n_layer):
+        kv = _layer_kv(shape, i, cells, cache_type_k, type_v)
+        target = devices[on_gpu[i]] if i in on_gpu else host
+        target.weights += shape.layer_bytes[i]
+        target.kv += kv
+    if ngl > shape.n_layer and devices:
+        devices[-1].weights += shape.output_bytes
+    else:
+        host.weights += shape.output_bytes
+    graph = _compute(shape, min(n_ubatch, n_batch), cells, flash_attn)
+    if devices and ngl:
+        for d in devices:
+            d.compute = graph
+        host.compute = 4 * min(n_ubatch, n_batch) * shape.n_embd * 4  # inputs and copies kept on the host
+    else:
+        host.compute = graph
+    total_share = sum(shares) or 1.0
+    return MemoryEstimate(ngl, n_ctx, devices, host, False, [s / total_share for s in shares] if devices else [])
+
+
+def _exact(model_path: str | os.PathLike, n_ctx: int | None, n_batch: int, n_ubatch: int, n_gpu_layers: int,
+           type_k: str, type_v: str, n_seq_max: int, flash_attn: bool, kv_unified: bool) -> MemoryEstimate:
+    from .model import check_model_file
+
+    p = check_model_file(model_path)
+    mparams = lib.llama_model_default_params()
+    mparams.no_alloc = True
+    mparams.load_mode = lib.LLAMA_LOAD_MODE_NONE
+    mparams.n_gpu_layers = n_gpu_layers
+    model = lib.llama_model_load_from_file(os.fsencode(p), mparams)
+    if model == ffi.NULL:
+        raise EstimateError(f"llama.cpp could not read {p.name}")
+    try:
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = n_ctx or 0
+        cparams.n_batch, cparams.n_ubatch, cparams.n_seq_max = n_batch, n_ubatch, n_seq_max
+        cparams.type_k = getattr(lib, "GGML_TYPE_" + type_k.upper())
+        cparams.type_v = getattr(lib, "GGML_TYPE_" + type_v.upper())
+        cparams.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else \
+            lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cparams.kv_unified = kv_unified
+        ctx = lib.llama_init_from_model(model, cparams)
+        if ctx == ffi.NULL:
+            raise EstimateError("llama.cpp could not size a context with these settings")
+        try:
+            out = ffi.new("struct llamapy_buffer_usage[64]")
+            n = min(lib.llamapy_memory_breakdown(ctx, out, 64), 64)
+            devices: dict[str, DeviceMemory] = {}
+            host = DeviceMemory("host")
+            for i in range(n):
+                u = out[i]
+                target = host if u.is_host else devices.setdefault(ffi.string(u.device).decode(),
+                                                                   DeviceMemory(ffi.string(u.device).decode()))
+                target.weights += u.model
+                target.kv += u.context
+                target.compute += u.compute
+            return MemoryEstimate(n_gpu_layers, lib.llama_n_ctx(ctx), list(devices.values()), host, True)
+        finally:
+            lib.llama_free(ctx)
+    finally:
+        lib.llama_model_free(model)
+
+
+@dataclass
+class GpuLayersEstimate:
+    """The recommended offload and what it costs."""
+
+    n_gpu_layers: int
+    estimate: MemoryEstimate
+    max_ctx: int  # the largest context that fits with n_gpu_layers
+    budget: list[int]  # usable bytes per device after the margin
+    neighbours: list[MemoryEstimate] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:  # vram, vram_kv, total_size, graph_size, tensor_split, ...
+        return getattr(self.estimate, name)
+
+
+def estimate_gpu_layers(
+    model_path: str | os.PathLike,
+    available_vram_mb: float | Sequence[float] | None = None,
+    n_ctx: int | None = None,
+    margin: float = 0.05,
+    host_memory_mb: float | None = None,
+    **settings: Any,
+) -> GpuLayersEstimate:
+    """The largest n_gpu_layers whose weights, KV cache and compute buffers fit in each
+    device's budget (less ``margin``), and the largest context that then fits.
+
+    ``available_vram_mb``: one number per GPU (a single number means one GPU); None uses
+    the free memory of the GPUs ggml sees. Raises EstimateError when even 0 layers do not
+    fit in host memory.
+    """
+    if available_vram_mb is None:
+        from .system import backends
+
+        gpus = [d for d in backends() if d.type in ("gpu", "igpu")]
+        budgets_mb = [d.memory_free / MiB for d in gpus]
+        names = [d.name for d in gpus]
+    else:
+        budgets_mb = [float(available_vram_mb)] if isinstance(available_vram_mb, (int, float)) else \
+            [float(x) for x in available_vram_mb]
+        names = [f"GPU{i}" for i in range(len(budgets_mb))]
+    if any(b < 0 for b in budgets_mb):
+        raise EstimateError("available VRAM cannot be negative")
+    budget = [int(b * MiB * (1 - margin)) for b in budgets_mb]
+    shape = read_shape(model_path)
+    n_ctx = n_ctx or shape.n_ctx_train or 4096
+    split = settings.pop("tensor_split", None) or (budgets_mb if sum(budgets_mb) > 0 else None)
+
+    def at(ngl: int, ctx: int) -> MemoryEstimate:
+        return estimate_memory_usage(shape, ctx, n_gpu_layers=ngl, gpu_names=names or None,
+                                     tensor_split=split if names else None, **settings)
+
+    def fits(e: MemoryEstimate) -> bool:
+        return all(d.total <= b for d, b in zip(e.devices, budget))
+
+    best = 0
+    if names and sum(budget) > 0:
+        for ngl in range(shape.n_layer + 1, -1, -1):
+            if fits(at(ngl, n_ctx)):
+                best = ngl
+                break
+    chosen = at(best, n_ctx)
+    host_budget = host_memory_mb * MiB if host_memory_mb is not None else _host_free()
+    if chosen.host.total > host_budget:
+        raise EstimateError(f"even with {best} GPU layers the host needs {chosen.host.total / MiB:.0f} MiB but has "
+                            f"{host_budget / MiB:.0f} MiB: use a smaller model, context or KV cache type")
+    lo, hi = 1, max(shape.n_ctx_train, n_ctx)
+    while lo < hi:  # the largest context that fits on the devices and the host
+        mid = (lo + hi + 1) // 2
+        e = at(best, mid)
+        if fits(e) and e.host.total <= host_budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    neighbours = [at(n, n_ctx) for n in (best - 1, best + 1) if names and 0 <= n <= shape.n_layer + 1]
+    return GpuLayersEstimate(best, chosen, lo, budget, neighbours)
+
+
+def _host_free() -> int:
+    from .system import backends
+
+    cpu = [d for d in backends() if d.type == "cpu"]
+    return cpu[0].memory_free if cpu else 1 << 62
+
+
+__all__ = ["estimate_memory_usage", "estimate_gpu_layers", "MemoryEstimate", "DeviceMemory", "GpuLayersEstimate",
+           "EstimateError", "read_shape", "kv_cells"]
