@@ -47,6 +47,7 @@ class GenerationConfig:
     add_bos: bool | None = None
     parse_special: bool = False
     context_shift: bool = False
+    ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
 
     def replace(self, **overrides: Any) -> GenerationConfig:
         """A copy with some fields changed; unknown names raise TypeError."""

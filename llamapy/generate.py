@@ -217,66 +217,94 @@ class LLM:
 
     def _run(self, ctx: Context, tokens: list[int], cfg: GenerationConfig, sampler: Any, stats: GenerationStats,
              on_token: OnToken | None) -> Iterator[str]:
-        vocab = self.vocab
         self.last_stats = stats
         try:
             t0 = time.perf_counter()
             self._prefill(ctx, tokens, cfg, stats)
-            t1 = time.perf_counter()
-            stats.prompt_seconds = t1 - t0
-            decoder = vocab.stream_decoder()
-            stops = _StopScanner(cfg.stop_sequences)
+            stats.prompt_seconds = time.perf_counter() - t0
+            out = TokenStream(self.vocab, cfg, stats, on_token, t0)
             one = self._one
-            n_ctx = ctx.n_ctx
-            stats.finish_reason = "length"
-            hit_stop = False
-            for _ in range(cfg.max_tokens):
+            while not out.done:
                 tok = sampler.sample(ctx, -1)
-                if stats.completion_tokens == 0:
-                    stats.time_to_first_token = time.perf_counter() - t0
-                if vocab.is_eog(tok):
-                    stats.finish_reason = "stop"
-                    break
-                if cfg.logprobs is not None:
-                    stats.logprobs.append(self._logprob(ctx, tok, cfg.logprobs))
-                stats.completion_tokens += 1
-                piece = decoder.feed(tok)
-                if on_token is not None:
-                    on_token(tok, piece)
-                text, hit_stop = stops.push(piece)
-                if hit_stop:
-                    if text:
-                        yield text
-                    stats.finish_reason = "stop"
-                    break
-                if len(self._cached) >= n_ctx:
-                    if not (cfg.context_shift and ctx.memory.can_shift):
-                        if text:
-                            yield text
-                        break
-                    self._shift(ctx)
-                one.clear()
-                one.add(tok, len(self._cached), 0, True)  # positions stay 0..len-1, also after a shift
-                ctx.decode(one)
-                self._cached.append(tok)
+                text = out.push(ctx, -1, tok)
+                if not out.done and len(self._cached) >= ctx.n_ctx:
+                    if cfg.context_shift and ctx.memory.can_shift:
+                        self._shift(ctx)
+                    else:
+                        out.finish_with("length")
+                if not out.done:
+                    one.clear()
+                    one.add(tok, len(self._cached), 0, True)  # positions stay 0..len-1, also after a shift
+                    ctx.decode(one)
+                    self._cached.append(tok)
                 if text:
                     yield text
-            if not hit_stop:  # text held back as a possible stop sequence, or a dangling byte
-                tail, hit_stop = stops.push(decoder.flush())
-                tail += "" if hit_stop else stops.flush()
-                if tail:
-                    yield tail
+            tail = out.tail()
+            if tail:
+                yield tail
         finally:
             stats.generation_seconds = time.perf_counter() - t0 - stats.prompt_seconds
             self._active = None
 
-    def _logprob(self, ctx: Context, tok: int, top_n: int) -> TokenLogprob:
-        logits = ctx.logits().astype(np.float64)
-        m = logits.max()
-        lse = m + math.log(np.exp(logits - m).sum())
-        top = np.argsort(-logits)[:top_n] if top_n else []
-        return TokenLogprob(tok, self.vocab.token_to_piece(tok), float(logits[tok] - lse),
-                            [(int(t), self.vocab.token_to_piece(int(t)), float(logits[t] - lse)) for t in top])
+
+class TokenStream:
+    """Turns the tokens of one generation into text: never splits a character, holds back
+    possible stop sequences, ends on end-of-generation tokens, stop sequences or max_tokens,
+    and keeps the statistics. Shared by LLM and the batch generator."""
+
+    def __init__(self, vocab: Any, cfg: GenerationConfig, stats: GenerationStats, on_token: OnToken | None = None,
+                 t0: float | None = None):
+        self.vocab = vocab
+        self.cfg = cfg
+        self.stats = stats
+        self.on_token = on_token
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.decoder = vocab.stream_decoder()
+        self.stops = _StopScanner(cfg.stop_sequences)
+        self.done = cfg.max_tokens == 0
+        self.hit_stop = False
+        stats.finish_reason = "length"
+
+    def finish_with(self, reason: str) -> None:
+        self.done = True
+        self.stats.finish_reason = reason
+
+    def push(self, ctx: Context, idx: int, tok: int) -> str:
+        """Account for a sampled token; returns the text it completes ('' if none)."""
+        stats = self.stats
+        if stats.completion_tokens == 0:
+            stats.time_to_first_token = time.perf_counter() - self.t0
+        if self.vocab.is_eog(tok) and not self.cfg.ignore_eos:
+            self.finish_with("stop")
+            return ""
+        if self.cfg.logprobs is not None:
+            stats.logprobs.append(_logprob(self.vocab, ctx, idx, tok, self.cfg.logprobs))
+        stats.completion_tokens += 1
+        piece = self.decoder.feed(tok)
+        if self.on_token is not None:
+            self.on_token(tok, piece)
+        text, self.hit_stop = self.stops.push(piece)
+        if self.hit_stop:
+            self.finish_with("stop")
+        elif stats.completion_tokens >= self.cfg.max_tokens:
+            self.finish_with("length")
+        return text
+
+    def tail(self) -> str:
+        """What is left once generation ended: held-back text and a dangling byte."""
+        if self.hit_stop:
+            return ""
+        tail, self.hit_stop = self.stops.push(self.decoder.flush())
+        return tail if self.hit_stop else tail + self.stops.flush()
+
+
+def _logprob(vocab: Any, ctx: Context, idx: int, tok: int, top_n: int) -> TokenLogprob:
+    logits = ctx.logits(idx).astype(np.float64)
+    m = logits.max()
+    lse = m + math.log(np.exp(logits - m).sum())
+    top = np.argsort(-logits)[:top_n] if top_n else []
+    return TokenLogprob(tok, vocab.token_to_piece(tok), float(logits[tok] - lse),
+                        [(int(t), vocab.token_to_piece(int(t)), float(logits[t] - lse)) for t in top])
 
 
 def _one_shot(model_path: str | os.PathLike | None, settings: dict) -> LLM:
