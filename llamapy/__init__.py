@@ -3,6 +3,7 @@ from ._ffi import set_verbose
 from ._version import __version__
 from .adapters import LoraAdapter
 from .batch import Batch
+from .batching import BatchEvent, BatchGenerator, BatchRequest, BatchResponse, batch_generate
 from .chat_template import ChatTemplate
 from .context import Context, Memory, PerfData
 from .enums import GGMLType, PoolingType, RopeType, TokenAttr, VocabType
@@ -59,6 +60,7 @@ __all__ = [
     "LlamaError", "ModelLoadError", "ContextError", "DecodeError", "NoKvSlotError", "DecodeAbortedError",
     "InvalidBatchError", "TokenizeError", "StateError", "AdapterError", "GrammarError", "ClosedError",
     "PromptTooLongError", "ChatTemplateError", "TemplateSecurityError", "SchemaError",
+    "BatchGenerator", "BatchRequest", "BatchResponse", "BatchEvent", "batch_generate",
     "estimate_memory_usage", "estimate_gpu_layers", "EstimateError",
     "LLM", "GenerationConfig", "GenerationStats", "complete", "chat", "ChatTemplate", "schema_to_gbnf",
     "Device", "backends", "build_info", "llama_cpp_version", "supports_gpu_offload", "supports_mlock",
