@@ -10,6 +10,7 @@ others, and a prompt prefix already in the cache for another request is copied
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import os
 import threading
@@ -291,7 +292,7 @@ class BatchGenerator:
             except (LlamaError, ValueError) as e:
                 self._finish_unstarted(request, future, "error", e)
                 continue
-            seq = self._free.pop(0)
+            seq = heapq.heappop(self._free)
             stats = GenerationStats(prompt_tokens=len(tokens))
             now = time.perf_counter()
             slot = _Slot(seq, request, cfg, sampler, tokens, 0, TokenStream(self.vocab, cfg, stats, t0=now),
@@ -340,6 +341,10 @@ class BatchGenerator:
     def _fill_batch(self) -> Batch:
         batch = self._batch
         batch.clear()
+        # Tokens go in sequence order: llama.cpp splits a batch whose sequences come out of
+        # order into more micro-batches, which costs a whole extra pass.
+        if list(self._slots) != sorted(self._slots):
+            self._slots = dict(sorted(self._slots.items()))
         for slot in self._slots.values():  # one token for every generating sequence first
             if not slot.prefilling and slot.last is not None:
                 slot.logit_index = len(batch)
@@ -398,7 +403,9 @@ class BatchGenerator:
                 self._take_shared_prefix(other)
         self.ctx.memory.seq_rm(slot.seq)
         del self._slots[slot.seq]
-        self._free.append(slot.seq)
+        heapq.heappush(self._free, slot.seq)
+        if not self._slots:  # idle: start the next requests at the front of the cache (smaller attention span)
+            self.ctx.memory.clear(data=False)
         stats = slot.out.stats
         elapsed = time.perf_counter() - slot.started
         stats.generation_seconds = elapsed - stats.prompt_seconds
