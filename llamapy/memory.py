@@ -108,6 +108,8 @@ class ModelShape:
     n_ff: int
     n_ctx_train: int
     n_swa: int
+    swa_layers: tuple[bool, ...]  # per layer: attention limited to the sliding window
+    recurrent_bytes: tuple[int, ...]  # per layer: recurrent state of one sequence (0: attention layer)
     layer_bytes: tuple[int, ...]  # weights of blk.i
     input_bytes: int  # token embeddings (kept on the host by llama.cpp)
     output_bytes: int  # output norm/head (on the GPU only when every layer is)
@@ -125,19 +127,36 @@ def read_shape(path: str | os.PathLike) -> ModelShape:
     p = Path(path).expanduser()
     with GGUFFile.open(p) as g:
         arch = str(_need(g, "general.architecture", p))
-        recurrent = [k for k in g.keys() if k.startswith((f"{arch}.ssm.", f"{arch}.wkv.", f"{arch}.rwkv."))]
-        if recurrent:
-            raise EstimateError(f"{p.name}: {arch} keeps a recurrent state ({recurrent[0]}, ...); its size is not "
-                                f"modelled by the analytic estimate: use exact=True (--exact)")
         n_layer = int(_need(g, f"{arch}.block_count", p))
         n_embd = int(_need(g, f"{arch}.embedding_length", p))
-        n_head = int(_need(g, f"{arch}.attention.head_count", p))
-        kv = g.get(f"{arch}.attention.head_count_kv", n_head)
+        recurrent_state = _recurrent_state(g, arch, n_embd, p)
+        heads = g.get(f"{arch}.attention.head_count", 0 if recurrent_state else None)
+        if heads is None:
+            _need(g, f"{arch}.attention.head_count", p)
+        n_head = int(np.max(heads)) if isinstance(heads, np.ndarray) else int(heads)
+        kv = g.get(f"{arch}.attention.head_count_kv", heads)
         n_head_kv = tuple(int(x) for x in kv) if isinstance(kv, np.ndarray) else (int(kv),) * n_layer
-        if n_head == 0:
-            raise EstimateError(f"{p.name}: {arch}.attention.head_count is 0 (not an attention model)")
-        head_k = int(g.get(f"{arch}.attention.key_length", n_embd // n_head))
-        head_v = int(g.get(f"{arch}.attention.value_length", n_embd // n_head))
+        if recurrent_state and not isinstance(kv, np.ndarray) and n_head_kv[0] == 0:
+            recurrent = (recurrent_state,) * n_layer  # every layer is recurrent
+        elif recurrent_state:  # hybrid: layers without KV heads are the recurrent ones
+            recurrent = tuple(recurrent_state if h == 0 else 0 for h in n_head_kv)
+        else:
+            recurrent = (0,) * n_layer
+        head_k = int(g.get(f"{arch}.attention.key_length", n_embd // n_head if n_head else 0))
+        head_v = int(g.get(f"{arch}.attention.value_length", n_embd // n_head if n_head else 0))
+        n_swa = int(g.get(f"{arch}.attention.sliding_window", 0))
+        swa = (False,) * n_layer
+        if n_swa:
+            pattern = g.get(f"{arch}.attention.sliding_window_pattern")
+            if pattern is None:
+                raise EstimateError(f"{p.name}: {arch} uses a sliding window but has no "
+                                    f"'{arch}.attention.sliding_window_pattern' key telling which layers use it; "
+                                    f"use exact=True (--exact)")
+            if isinstance(pattern, np.ndarray):
+                swa = tuple(bool(x) for x in pattern[:n_layer])
+            else:
+                n = int(pattern)
+                swa = tuple(n == 0 or i % n < n - 1 for i in range(n_layer))
         if "tokenizer.ggml.tokens" in g:
             n_vocab = int(lib.gguf_get_arr_n(g._ptr, g._key_id("tokenizer.ggml.tokens")))
         else:
@@ -155,8 +174,25 @@ def read_shape(path: str | os.PathLike) -> ModelShape:
             else:
                 output_bytes += t.n_bytes
         return ModelShape(arch, n_layer, n_embd, n_head, n_head_kv, head_k, head_v, n_vocab, n_ff,
-                          int(g.get(f"{arch}.context_length", 0)), int(g.get(f"{arch}.attention.sliding_window", 0)),
+                          int(g.get(f"{arch}.context_length", 0)), n_swa, swa, recurrent,
                           tuple(layer_bytes), input_bytes, output_bytes)
+
+
+def _recurrent_state(g: GGUFFile, arch: str, n_embd: int, p: Path) -> int:
+    """Bytes of one sequence's recurrent state in one layer (f32), 0 for attention models.
+
+    Mamba-style: conv state (d_conv-1)*(d_inner + 2*groups*d_state) plus ssm state
+    d_state*d_inner; RWKV: token shift and wkv states."""
+    if f"{arch}.wkv.head_size" in g:
+        shift = int(g.get(f"{arch}.token_shift_count", 2))
+        return 4 * (shift * n_embd + n_embd * int(g[f"{arch}.wkv.head_size"]))
+    if not any(k.startswith(f"{arch}.ssm.") for k in g.keys()):
+        return 0
+    d_conv = int(_need(g, f"{arch}.ssm.conv_kernel", p))
+    d_inner = int(_need(g, f"{arch}.ssm.inner_size", p))
+    d_state = int(_need(g, f"{arch}.ssm.state_size", p))
+    groups = int(g.get(f"{arch}.ssm.group_count", 0))
+    return 4 * ((d_conv - 1) * (d_inner + 2 * groups * d_state) + d_state * d_inner)
 
 
 def _type_bytes(cache_type: str, n: int) -> int:
@@ -178,7 +214,13 @@ def kv_cells(n_ctx: int, n_seq_max: int, kv_unified: bool) -> int:
     return _pad(max(1, n_ctx // n_seq_max), KV_PAD) * n_seq_max
 
 
-def _layer_kv(shape: ModelShape, i: int, cells: int, type_k: str, type_v: str) -> int:
+def _layer_kv(shape: ModelShape, i: int, cells: int, type_k: str, type_v: str, n_seq_max: int, n_ubatch: int,
+              kv_unified: bool) -> int:
+    """KV cache (or recurrent state) bytes of layer i."""
+    if shape.recurrent_bytes[i]:
+        return shape.recurrent_bytes[i] * n_seq_max
+    if shape.swa_layers[i]:  # a sliding-window layer keeps only the window (plus a micro-batch)
+        cells = min(cells, _pad(shape.n_swa * (n_seq_max if kv_unified else 1) + n_ubatch, KV_PAD))
     return _type_bytes(type_k, cells * shape.n_head_kv[i] * shape.head_k) + \
         _type_bytes(type_v, cells * shape.n_head_kv[i] * shape.head_v)
 
@@ -246,7 +288,7 @@ def estimate_memory_usage(
     per_device = _split(ngl, shape.n_layer, shares) if devices else []
     on_gpu = {layer: d for d, layers in enumerate(per_device) for layer in layers}
     for i in range(shape.n_layer):
-        kv = _layer_kv(shape, i, cells, cache_type_k, type_v)
+        kv = _layer_kv(shape, i, cells, cache_type_k, type_v, n_seq_max, min(n_ubatch, n_batch), kv_unified)
         target = devices[on_gpu[i]] if i in on_gpu else host
         target.weights += shape.layer_bytes[i]
         target.kv += kv

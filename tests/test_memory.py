@@ -59,14 +59,42 @@ def test_bad_inputs(model_path, tmp_path):
         .write(tmp_path / "mystery.gguf", write_tensors=False)
     with pytest.raises(EstimateError, match="missing metadata key 'mystery.block_count'"):
         estimate_memory_usage(tmp_path / "mystery.gguf", 512)
-    GGUFFile.empty().set("general.architecture", "mamba").set("mamba.ssm.state_size", 16) \
+    GGUFFile.empty().set("general.architecture", "mamba").set("mamba.block_count", 2) \
+        .set("mamba.embedding_length", 64).set("mamba.ssm.state_size", 16) \
         .write(tmp_path / "mamba.gguf", write_tensors=False)
-    with pytest.raises(EstimateError, match="recurrent state"):
+    with pytest.raises(EstimateError, match="missing metadata key 'mamba.ssm.conv_kernel'"):
         estimate_memory_usage(tmp_path / "mamba.gguf", 512)
+    GGUFFile.empty().set("general.architecture", "gemma2").set("gemma2.block_count", 2) \
+        .set("gemma2.embedding_length", 64).set("gemma2.attention.head_count", 4) \
+        .set("gemma2.attention.sliding_window", 128).write(tmp_path / "swa.gguf", write_tensors=False)
+    with pytest.raises(EstimateError, match="sliding_window_pattern"):
+        estimate_memory_usage(tmp_path / "swa.gguf", 512)
     with pytest.raises(EstimateError, match="unknown KV cache type"):
         estimate_memory_usage(model_path, 512, cache_type_k="q9")
     with pytest.raises(EstimateError, match="negative"):
         estimate_gpu_layers(model_path, -5)
+
+
+def _vocab(g: GGUFFile) -> GGUFFile:
+    return g.set("tokenizer.ggml.tokens", [f"t{i}" for i in range(100)])
+
+
+def test_recurrent_and_sliding_window_layers(tmp_path):
+    mamba = _vocab(GGUFFile.empty().set("general.architecture", "mamba").set("mamba.block_count", 4)
+                   .set("mamba.embedding_length", 64).set("mamba.ssm.conv_kernel", 4)
+                   .set("mamba.ssm.inner_size", 128).set("mamba.ssm.state_size", 16))
+    mamba.write(tmp_path / "mamba.gguf", write_tensors=False)
+    e = estimate_memory_usage(tmp_path / "mamba.gguf", 4096, n_seq_max=2)
+    # per layer and sequence: conv state 3 x 128 and ssm state 16 x 128, f32; independent of n_ctx
+    assert e.kv_size == 4 * 2 * 4 * (3 * 128 + 16 * 128)
+    assert estimate_memory_usage(tmp_path / "mamba.gguf", 512, n_seq_max=2).kv_size == e.kv_size
+    swa = _vocab(GGUFFile.empty().set("general.architecture", "gemma2").set("gemma2.block_count", 4)
+                 .set("gemma2.embedding_length", 64).set("gemma2.attention.head_count", 4)
+                 .set("gemma2.attention.sliding_window", 128).set("gemma2.attention.sliding_window_pattern", 2))
+    swa.write(tmp_path / "swa.gguf", write_tensors=False)
+    e = estimate_memory_usage(tmp_path / "swa.gguf", 4096)
+    # layers 0 and 2 keep the window plus a micro-batch (128 + 512, padded to 768 cells); 1 and 3 all 4096
+    assert e.kv_size == (2 * 768 + 2 * 4096) * 64 * 2 * 2
 
 
 def test_cli_estimate(model_path):
