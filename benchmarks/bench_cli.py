@@ -35,11 +35,8 @@ def main() -> None:
         "python -c pass (interpreter alone)": [sys.executable, "-c", "pass"],
         "llamapy gguf inspect": [*exe, "gguf", "inspect", model],
         "llamapy gguf inspect --json": [*exe, "gguf", "inspect", model, "--json"],
+        "llamapy estimate": [*exe, "estimate", "-m", model, "--vram", "8GiB", "--ctx", "8192"],
     }
-    extra = [("llamapy estimate", [*exe, "estimate", "-m", model, "--vram", "8GiB", "--ctx", "8192"])]
-    for name, cmd in extra:
-        if subprocess.run([*cmd, "--help"][:len(exe) + 1] + ["--help"], capture_output=True).returncode == 0:
-            commands[name] = cmd
     for name, cmd in commands.items():
         print(f"{name:<40} {wall(cmd, args.runs) * 1e3:7.0f} ms (median of {args.runs})")
 

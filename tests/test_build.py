@@ -211,6 +211,15 @@ def test_corrupt_archive_is_refused(tmp_path, monkeypatch):
     assert not bad.exists()  # removed, so the next build fetches it anew
 
 
+def test_missing_archive_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMAPY_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("LLAMAPY_WHISPER_CPP_DIR", raising=False)
+    pin = dict(sources.pins()["whisper.cpp"], version="0.0.0.dev999999")
+    monkeypatch.setattr(sources, "pins", lambda: {"whisper.cpp": pin})
+    with pytest.raises(BuildError, match=r"could not download pywhispercpp==0\.0\.0\.dev999999.*LLAMAPY_WHISPER_CPP_DIR"):
+        sources.fetch("whisper.cpp")
+
+
 def test_local_tree_that_is_not_llama_cpp(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAPY_LLAMA_CPP_DIR", str(tmp_path))
     with pytest.raises(BuildError, match=r"is not a llama.cpp source tree \(no include/llama.h\)"):

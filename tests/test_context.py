@@ -378,3 +378,27 @@ print(s.names)
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "['top-k', 'dry', 'greedy']" in proc.stdout
+
+
+def test_embeddings_input_batch_equals_token_input(model, model_path):
+    """Feeding a model its own token embeddings (Q8_0 rows dequantised here) gives the logits
+    of feeding the tokens."""
+    from llamapy.gguf import GGUFFile
+
+    info = next(t for t in GGUFFile.open(model_path).tensors if t.name == "token_embd.weight")
+    assert info.type_name == "q8_0"
+    raw = np.asarray(GGUFFile.open(model_path).tensor_data("token_embd.weight"))
+    blocks = raw.reshape(-1, 34)  # q8_0 block: f16 scale, then 32 int8 values
+    scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)
+    table = (blocks[:, 2:].view(np.int8).astype(np.float32) * scale).reshape(model.vocab.n_tokens, model.n_embd)
+    toks = model.vocab.tokenize(PROMPT)
+    with Context(model, n_ctx=128, n_threads=2) as c:
+        c.decode(Batch.from_tokens(toks))
+        by_tokens = c.logits().copy()
+        c.memory.clear()
+        b = Batch(len(toks), embd=model.n_embd)
+        b.add_embeddings(table[toks], pos0=0)
+        c.decode(b)
+        np.testing.assert_allclose(c.logits(), by_tokens, rtol=1e-3, atol=1e-3)
+    with pytest.raises(InvalidBatchError, match="embeddings, not tokens"):
+        b.add(5, 0)
