@@ -91,7 +91,7 @@ class BuildNativeExt(build_ext):
             _file_digest(h, Path(src))
         for header in sorted((ROOT / "headers").glob("llamapy_*")):
             _file_digest(h, header)
-        for obj in ext.extra_objects + [str(p) for d in ext.library_dirs for p in sorted(Path(d).glob("lib*"))]:
+        for obj in ext.extra_objects + [str(p) for p in self._llama.shared_libraries()]:
             st = Path(obj).stat()
             h.update(f"{obj}:{st.st_size}:{st.st_mtime_ns}".encode())
         target = Path(self.get_ext_fullpath(ext.name))

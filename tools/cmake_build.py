@@ -158,8 +158,12 @@ class NativeBuild:
         return self.build_dir / "bin"
 
     def shared_libraries(self) -> list[Path]:
-        """The shared libraries to ship next to the extension module."""
-        return sorted(p for p in self.lib_dir.glob(f"lib*{SHLIB_SUFFIX}") if p.is_file())
+        """The shared libraries to ship next to the extension module: libllama, libmtmd and
+        ggml with its backends (not the libraries of llama.cpp's own tools)."""
+        def wanted(p: Path) -> bool:
+            stem = p.name[: -len(SHLIB_SUFFIX)]
+            return stem in ("libllama", "libmtmd") or stem.startswith("libggml")
+        return sorted(p for p in self.lib_dir.glob(f"lib*{SHLIB_SUFFIX}") if p.is_file() and wanted(p))
 
     def static_libraries(self) -> list[Path]:
         """Static archives in link order (whisper first, ggml-base last)."""
