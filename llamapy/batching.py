@@ -302,10 +302,7 @@ class BatchGenerator:
             self._slots[seq] = slot
 
     def _tokenize(self, prompt: str, cfg: GenerationConfig) -> list[int]:
-        add = self.vocab.add_bos if cfg.add_bos is None else cfg.add_bos
-        tokens = self.vocab.tokenize(prompt, add_special=False, parse_special=cfg.parse_special)
-        if add and self.vocab.bos is not None and (not tokens or tokens[0] != self.vocab.bos):
-            tokens.insert(0, self.vocab.bos)
+        tokens = self.vocab.tokenize_prompt(prompt, cfg.add_bos, cfg.parse_special)
         if not tokens:
             raise ValueError("the prompt is empty")
         return tokens

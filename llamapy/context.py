@@ -389,13 +389,17 @@ class Context(CObject):
 
     def load_state_file(self, path: str | os.PathLike, max_tokens: int | None = None) -> list[int]:
         """Restore a state written by :meth:`save_state_file`; returns its tokens."""
+        return self._load_file(path, max_tokens, lambda ptr, name, toks, cap, n:
+                               lib.llama_state_load_file(ptr, name, toks, cap, n))
+
+    def _load_file(self, path: str | os.PathLike, max_tokens: int | None, load: Any) -> list[int]:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"state file not found: {p}")
         cap = max_tokens or self.n_ctx
         toks = ffi.new("llama_token[]", cap)
         n = ffi.new("size_t *")
-        if not lib.llama_state_load_file(self._ptr, os.fsencode(p), toks, cap, n):
+        if not load(self._ptr, os.fsencode(p), toks, cap, n):
             raise StateError(f"could not load the state from {p} (wrong model, context size, or corrupt file)")
         return ffi.unpack(toks, n[0])
 
@@ -421,16 +425,10 @@ class Context(CObject):
             raise StateError(f"could not write the sequence state to {path}")
 
     def load_seq_state_file(self, path: str | os.PathLike, seq_id: int, max_tokens: int | None = None) -> list[int]:
+        """Restore one sequence written by :meth:`save_seq_state_file` into ``seq_id``."""
         self.memory._check_seq(seq_id)
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"state file not found: {p}")
-        cap = max_tokens or self.n_ctx
-        toks = ffi.new("llama_token[]", cap)
-        n = ffi.new("size_t *")
-        if lib.llama_state_seq_load_file(self._ptr, os.fsencode(p), seq_id, toks, cap, n) == 0:
-            raise StateError(f"could not load the sequence state from {p}")
-        return ffi.unpack(toks, n[0])
+        return self._load_file(path, max_tokens, lambda ptr, name, toks, cap, n:
+                               lib.llama_state_seq_load_file(ptr, name, seq_id, toks, cap, n) != 0)
 
     # -- adapters ----------------------------------------------------------------------
     def set_loras(self, adapters: Sequence[tuple[Any, float]]) -> None:

@@ -121,11 +121,7 @@ class LLM:
     # -- prompts -----------------------------------------------------------------------
     def tokenize(self, prompt: str, cfg: GenerationConfig | None = None) -> list[int]:
         cfg = cfg or self.config
-        add = self.vocab.add_bos if cfg.add_bos is None else cfg.add_bos
-        toks = self.vocab.tokenize(prompt, add_special=False, parse_special=cfg.parse_special)
-        if add and self.vocab.bos is not None and (not toks or toks[0] != self.vocab.bos):
-            toks.insert(0, self.vocab.bos)
-        return toks
+        return self.vocab.tokenize_prompt(prompt, cfg.add_bos, cfg.parse_special)
 
     def chat_prompt(self, messages: Sequence[Message], **template_args: Any) -> str:
         """The prompt text the chat template makes of ``messages``."""

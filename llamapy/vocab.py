@@ -39,6 +39,15 @@ class Vocab(CObject):
                 raise TokenizeError("the text is too long to tokenize (more than 2^31 tokens)")
             cap = -n
 
+    def tokenize_prompt(self, text: str, add_bos: bool | None = None, parse_special: bool = False) -> list[int]:
+        """Tokens of a generation prompt: BOS first when the model wants one (or ``add_bos``),
+        never twice when the text already starts with it."""
+        add = self.add_bos if add_bos is None else add_bos
+        tokens = self.tokenize(text, add_special=False, parse_special=parse_special)
+        if add and self.bos is not None and (not tokens or tokens[0] != self.bos):
+            tokens.insert(0, self.bos)
+        return tokens
+
     def tokenize_array(self, text: str | bytes, add_special: bool = True, parse_special: bool = False) -> np.ndarray:
         """Like :meth:`tokenize`, as an int32 numpy array."""
         return np.asarray(self.tokenize(text, add_special, parse_special), dtype=np.int32)

@@ -18,6 +18,7 @@ from llamapy import (
 )
 from llamapy.generate import _StopScanner
 from tests.test_oracle import greedy_pieces
+from tests.test_vocab import _invalid_utf8
 
 PROMPT = "The capital of France is"
 
@@ -58,15 +59,7 @@ def test_stream_never_splits_a_character(llm):
     assert "".join(chunks) == text
     assert all("\ufffd" not in c for c in chunks)
     pieces = [llm.vocab.token_to_bytes(t) for t in tokens]
-    assert any(not _utf8(p) for p in pieces), "the text should contain tokens holding part of a character"
-
-
-def _utf8(b: bytes) -> bool:
-    try:
-        b.decode()
-        return True
-    except UnicodeDecodeError:
-        return False
+    assert any(_invalid_utf8(p) for p in pieces), "the text should contain tokens holding part of a character"
 
 
 @pytest.mark.parametrize("stop,expected", [
