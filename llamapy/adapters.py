@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -74,4 +74,4 @@ def apply_control_vector(ctx: Context, data: np.ndarray | None, il_start: int, i
         raise AdapterError("llama.cpp could not apply the control vector (wrong size for this model?)")
 
 
-__all__ = ["LoraAdapter", "apply_loras", "apply_control_vector", "Any"]
+__all__ = ["LoraAdapter", "apply_loras", "apply_control_vector"]

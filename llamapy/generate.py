@@ -13,7 +13,7 @@ from .catalog import DEFAULT_MODEL, pull
 from .chat_template import ChatTemplate, Message
 from .config import GenerationConfig, GenerationStats, TokenLogprob
 from .context import Context
-from .errors import LlamaError, PromptTooLongError
+from .errors import PromptTooLongError
 from .model import Model
 
 OnToken = Callable[[int, str], Any]
@@ -320,4 +320,4 @@ def chat(messages: Sequence[Mapping[str, Any]], model_path: str | os.PathLike | 
         return llm.chat(messages)  # type: ignore[return-value]
 
 
-__all__ = ["LLM", "GenerationConfig", "GenerationStats", "complete", "chat", "LlamaError"]
+__all__ = ["LLM", "TokenStream", "complete", "chat"]

@@ -8,7 +8,7 @@ import numpy as np
 from . import _ffi
 from ._ffi import ffi, lib
 from ._handle import CObject, Handle
-from .errors import ClosedError, GrammarError, LlamaError
+from .errors import GrammarError, LlamaError
 
 if TYPE_CHECKING:
     from .context import Context
@@ -400,4 +400,4 @@ def llamapy_py_sampler_free(smpl: Any) -> None:
     _live_py_samplers.pop(int(ffi.cast("uintptr_t", smpl)), None)
 
 
-__all__ = ["Sampler", "SamplerChain", "PySampler", "TOKEN_DATA", "ClosedError"]
+__all__ = ["Sampler", "SamplerChain", "PySampler", "TOKEN_DATA"]

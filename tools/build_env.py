@@ -28,7 +28,7 @@ def run(cmd: list[str], what: str, cwd: Path | None = None, hint: str = "") -> s
     log(" ".join(str(c) for c in cmd))
     try:
         proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    except FileNotFoundError as e:
+    except FileNotFoundError:
         raise BuildError(f"{what}: {cmd[0]} not found. {hint}".strip()) from None
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-40:])

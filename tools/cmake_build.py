@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .build_env import BuildError, cache_dir, log, run
+from .build_env import BuildError, cache_dir, run
 from .sources import Source
 
 RECIPE_VERSION = 1
