@@ -112,6 +112,10 @@ def llamapy_py_poll() -> bool:
     return False
 
 
+def interrupt_pending() -> bool:
+    return getattr(_interrupted, "exc", None) is not None
+
+
 def take_interrupt() -> BaseException | None:
     """The exception (KeyboardInterrupt, ...) raised while C work polled, if any."""
     exc = getattr(_interrupted, "exc", None)

@@ -286,6 +286,8 @@ class Context(CObject):
         if rc != 0:
             self._failed(rc, batch)
         self._n_outputs = batch.n_outputs
+        if _ffi.interrupt_pending():  # Ctrl-C seen by the poll after the last node: the decode finished
+            raise _ffi.take_interrupt()  # type: ignore[misc]
 
     def _resolve_positions(self, batch: Batch) -> None:
         pos = np.frombuffer(ffi.buffer(batch._c.pos, batch.capacity * 4), dtype=np.int32)

@@ -96,8 +96,9 @@ def test_chat_with_piped_stdin(model_path):
 
 def test_chat_repl_in_a_terminal(model_path, tmp_path):
     env = {**os.environ, "TERM": "dumb"}
+    # timeout: a guard so that a broken REPL fails the test instead of hanging it (not a speed check)
     child = pexpect.spawn(LLAMAPY[0], [*LLAMAPY[1:], "chat", "-m", str(model_path), "-t", "0", "-n", "400"],
-                          env=env, encoding="utf-8", timeout=None, dimensions=(40, 200))
+                          env=env, encoding="utf-8", timeout=600, dimensions=(40, 200))
     try:
         child.expect_exact("> ")
         child.sendline("Hello! Who are you?")
