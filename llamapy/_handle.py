@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._ffi import ffi
 from .errors import ClosedError
 
 
@@ -74,7 +73,3 @@ class CObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def is_null(ptr: Any) -> bool:
-    return ptr == ffi.NULL

@@ -303,20 +303,16 @@ def _logprob(vocab: Any, ctx: Context, idx: int, tok: int, top_n: int) -> TokenL
                         [(int(t), vocab.token_to_piece(int(t)), float(logits[t] - lse)) for t in top])
 
 
-def _one_shot(model_path: str | os.PathLike | None, settings: dict) -> LLM:
-    return LLM(model_path, **settings)
-
-
 def complete(prompt: str, model_path: str | os.PathLike | None = None, **settings: Any) -> str:
     """Load a model, complete ``prompt``, free the model. (Use :class:`LLM` to keep it loaded.)"""
-    with _one_shot(model_path, settings) as llm:
+    with LLM(model_path, **settings) as llm:
         return llm.generate(prompt)
 
 
 def chat(messages: Sequence[Mapping[str, Any]], model_path: str | os.PathLike | None = None,
          **settings: Any) -> str:
     """Load a model, answer ``messages`` with its chat template, free the model."""
-    with _one_shot(model_path, settings) as llm:
+    with LLM(model_path, **settings) as llm:
         return llm.chat(messages)  # type: ignore[return-value]
 
 

@@ -21,6 +21,15 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def model(model_path):
+    """The test model, loaded once for the tests that only read from it."""
+    from llamapy import Model
+
+    with Model.from_file(model_path) as m:
+        yield m
+
+
+@pytest.fixture(scope="session")
 def info() -> dict:
     return build_info()
 

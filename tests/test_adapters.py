@@ -19,12 +19,6 @@ def make_lora(path, rank: int = 4, layers: int = 2, shape_ok: bool = True):
     return g.write(path)
 
 
-@pytest.fixture(scope="module")
-def model(model_path):
-    with Model.from_file(model_path) as m:
-        yield m
-
-
 def logits_with(ctx: Context, tokens: list[int]) -> np.ndarray:
     ctx.memory.clear()
     ctx.decode(Batch.from_tokens(tokens))

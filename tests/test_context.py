@@ -26,12 +26,6 @@ from tests.conftest import run_python
 PROMPT = "The quick brown fox jumps over the lazy dog because"
 
 
-@pytest.fixture(scope="module")
-def model(model_path):
-    with Model.from_file(model_path) as m:
-        yield m
-
-
 @pytest.fixture
 def ctx(model):
     with Context(model, n_ctx=512, n_batch=256, n_threads=2) as c:

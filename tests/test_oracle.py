@@ -20,12 +20,6 @@ MIXED_TEXT = ("Hello world! Ça va? Größe, naïve café. 日本語のテキス
               "emoji 🦙🚀👍🏽 math ∑∫ tabs\tand\nnewlines <|im_start|>user hi<|im_end|> 1234567")
 
 
-@pytest.fixture(scope="module")
-def model(model_path):
-    with Model.from_file(model_path) as m:
-        yield m
-
-
 def greedy_pieces(model: Model, prompt: str, n_predict: int) -> tuple[list[int], bytes]:
     """Greedy generation the way llama-simple does it, returning token ids and their pieces."""
     vocab = model.vocab

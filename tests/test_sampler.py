@@ -4,16 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llamapy import Batch, Context, GrammarError, LlamaError, Model, PySampler, Sampler, SamplerChain
+from llamapy import Batch, Context, GrammarError, LlamaError, PySampler, Sampler, SamplerChain
 from llamapy.sampler import TOKEN_DATA
 
 PROMPT = "My favourite colour is"
-
-
-@pytest.fixture(scope="module")
-def model(model_path):
-    with Model.from_file(model_path) as m:
-        yield m
 
 
 @pytest.fixture
