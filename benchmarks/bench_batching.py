@@ -4,7 +4,7 @@ Work: N prompts of P tokens, G generated tokens each (greedy, end-of-generation 
 every request generates exactly G). Measured in one run, rounds interleaved:
   * llama-batched-bench -npp P -ntg G -npl N (same library, same threads, same n_ctx):
     its total time for the whole job;
-  * BatchGenerator(n_seq_max=N).generate_batch(prompts): wall time;
+  * BatchGenerator(n_seq_max=N).generate_responses(prompts): wall time;
   * the sequential LLM loop: one prompt after the other.
 Reported: generated tokens per second of wall time (prompt processing included for all
 three) and the ratios.
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from llamapy import LLM, BatchGenerator, build_info  # noqa: E402
-from llamapy.catalog import pull  # noqa: E402
+from llamapy.hub.catalog import pull  # noqa: E402
 from tools.cmake_build import build_tools  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     model_path = args.model or pull()
     exe = build_tools(Path(build_info()["llama_cpp"]["build_dir"]), ["llama-batched-bench"]) / "llama-batched-bench"
     n_ctx = 256 * args.n * -(-(args.pp + args.tg + 1) // 256)
-    gen = BatchGenerator(model_path, n_seq_max=args.n, n_ctx=n_ctx, n_batch=2048, n_threads=args.threads,
+    gen = BatchGenerator(model_path, n_seq_max=args.n, n_ctx=n_ctx // args.n, n_batch=2048, n_threads=args.threads,
                          temperature=0, max_tokens=args.tg, ignore_eos=True)
     llm = LLM(model_path, temperature=0, max_tokens=args.tg, ignore_eos=True, n_threads=args.threads, n_ctx=1024)
     vocab = gen.vocab
@@ -58,14 +58,14 @@ def main() -> None:
     for i in range(args.n):
         ids = [(i * 131 + k * 7919) % 40000 + 100 for k in range(args.pp)]
         prompts.append(vocab.detokenize(vocab.tokenize(vocab.detokenize(ids), add_special=False)[: args.pp]))
-    gen.generate_batch(prompts[:2])  # warm-up
+    gen.generate_responses(prompts[:2])  # warm-up
     total_generated = args.n * args.tg
     rows: dict[str, list[float]] = {"bench": [], "batch": [], "sequential": []}
     for r in range(args.rounds):
         rows["bench"].append(total_generated / batched_bench(exe, model_path, args.n, args.pp, args.tg, n_ctx,
                                                              args.threads))
         t0 = time.perf_counter()
-        responses = gen.generate_batch(prompts)
+        responses = gen.generate_responses(prompts)
         rows["batch"].append(total_generated / (time.perf_counter() - t0))
         assert sum(x.tokens_generated for x in responses) == total_generated, [x.tokens_generated for x in responses]
         t0 = time.perf_counter()

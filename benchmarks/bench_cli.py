@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llamapy.catalog import pull  # noqa: E402
+from llamapy.hub.catalog import pull  # noqa: E402
 
 
 def wall(cmd: list[str], runs: int) -> float:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from llamapy import Batch, Context, Model, SamplerChain, build_info  # noqa: E402
-from llamapy.catalog import pull  # noqa: E402
+from llamapy.hub.catalog import pull  # noqa: E402
 from tools.cmake_build import build_tools  # noqa: E402
 
 

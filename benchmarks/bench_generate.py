@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_core import llama_bench  # noqa: E402
 from llamapy import LLM, build_info  # noqa: E402
-from llamapy.catalog import pull  # noqa: E402
+from llamapy.hub.catalog import pull  # noqa: E402
 from tools.cmake_build import build_tools  # noqa: E402
 
 

@@ -2,10 +2,10 @@
 from ._ffi import set_verbose
 from ._version import __version__
 from .adapters import LoraAdapter
-from .batch import Batch
-from .batching import BatchEvent, BatchGenerator, BatchRequest, BatchResponse, batch_generate
-from .chat_template import ChatTemplate
-from .context import Context, Memory, PerfData
+from .batch import Batch, LlamaBatch, llama_batch_get_one
+from .generation.batching import BatchEvent, BatchGenerator, BatchRequest, BatchResponse, batch_generate
+from .generation.chat_template import ChatTemplate
+from .context import Context, LlamaContext, LlamaContextParams, Memory, PerfData
 from .enums import GGMLType, PoolingType, RopeType, TokenAttr, VocabType
 from .errors import (
     AdapterError,
@@ -25,16 +25,24 @@ from .errors import (
     TemplateSecurityError,
     TokenizeError,
 )
-from .config import GenerationConfig, GenerationStats
-from .generate import LLM, chat, complete
-from .json_schema import schema_to_gbnf
-from .memory import EstimateError, estimate_gpu_layers, estimate_memory_usage
-from .model import Model
-from .sampler import PySampler, Sampler, SamplerChain
+from .generation.config import GenerationConfig, GenerationStats
+from .generation.llm import LLM, Generator, chat, complete, generate
+from .agent import Agent, LlamaAgent
+from .generation.ngram_cache import NgramCache
+from .generation.speculative import Speculative, SpeculativeParams
+from .generation.json_schema import json_schema_to_grammar, schema_to_gbnf
+from .gguf import GGUFContext, GGUFFile
+from .hub import download_model, list_cached_models
+from .memory.estimate import EstimateError, MemoryEstimate, estimate_gpu_layers, estimate_memory_usage
+from .model import LlamaModel, LlamaModelParams, Model
+from .sampler import LlamaSampler, LlamaSamplerChainParams, PySampler, Sampler, SamplerChain
 from .system import (
     Device,
     backends,
     build_info,
+    ggml_backend_load_all,
+    ggml_backend_metal_set_n_cb,
+    ggml_backend_offload_supported,
     llama_cpp_version,
     supports_gpu_offload,
     supports_mlock,
@@ -42,27 +50,27 @@ from .system import (
     supports_rpc,
     system_info,
 )
-from .vocab import TokenTextDecoder, Vocab
-
-# Names users of other bindings know.
-LlamaModel = Model
-LlamaContext = Context
-LlamaBatch = Batch
-LlamaSampler = Sampler
-LlamaVocab = Vocab
+from .vocab import LlamaVocab, TokenTextDecoder, Vocab
+from .embed import Embedder, Reranker
 
 __all__ = [
     "__version__", "set_verbose",
     "Model", "Vocab", "Context", "Memory", "PerfData", "Batch", "Sampler", "SamplerChain", "PySampler",
     "LoraAdapter", "TokenTextDecoder",
-    "LlamaModel", "LlamaContext", "LlamaBatch", "LlamaSampler", "LlamaVocab",
+    "LlamaModel", "LlamaModelParams", "LlamaContext", "LlamaContextParams", "LlamaBatch", "llama_batch_get_one",
+    "LlamaSampler", "LlamaSamplerChainParams", "LlamaVocab",
     "GGMLType", "PoolingType", "RopeType", "TokenAttr", "VocabType",
     "LlamaError", "ModelLoadError", "ContextError", "DecodeError", "NoKvSlotError", "DecodeAbortedError",
     "InvalidBatchError", "TokenizeError", "StateError", "AdapterError", "GrammarError", "ClosedError",
     "PromptTooLongError", "ChatTemplateError", "TemplateSecurityError", "SchemaError",
     "BatchGenerator", "BatchRequest", "BatchResponse", "BatchEvent", "batch_generate",
-    "estimate_memory_usage", "estimate_gpu_layers", "EstimateError",
-    "LLM", "GenerationConfig", "GenerationStats", "complete", "chat", "ChatTemplate", "schema_to_gbnf",
+    "estimate_memory_usage", "estimate_gpu_layers", "EstimateError", "MemoryEstimate",
+    "GGUFFile", "GGUFContext", "download_model", "list_cached_models", "json_schema_to_grammar",
+    "ggml_backend_load_all", "ggml_backend_offload_supported", "ggml_backend_metal_set_n_cb",
+    "Agent", "LlamaAgent",
+    "LLM", "Generator", "generate", "GenerationConfig", "GenerationStats", "complete", "chat", "ChatTemplate", "schema_to_gbnf",
+    "NgramCache", "Speculative", "SpeculativeParams",
     "Device", "backends", "build_info", "llama_cpp_version", "supports_gpu_offload", "supports_mlock",
     "supports_mmap", "supports_rpc", "system_info",
+    "Embedder", "Reranker",
 ]

@@ -33,3 +33,54 @@ def fill(params: Any, values: Mapping[str, Any], converters: Mapping[str, Callab
             setattr(params, name, converters[name](value) if name in converters else value)
         except (TypeError, OverflowError) as e:
             raise TypeError(f"{struct_name}.{name}: {e}") from None
+
+
+class StructParams:
+    """A llama.cpp parameter struct as an object with attributes, starting from llama.cpp's defaults.
+
+    The names users of other bindings know (``LlamaModelParams``, ``LlamaContextParams``, ...):
+    every scalar and enum field of the C struct reads and writes the struct itself; pointer
+    fields (callbacks, device lists) belong to the objects that take the parameters. Enum
+    fields also accept names (``params.type_k = "q8_0"``).
+    """
+
+    _struct = ""
+    _prefixes: dict[str, str] = {}  # enum field -> constant prefix, for names
+
+    def __init__(self, **values: Any) -> None:
+        object.__setattr__(self, "_c", ffi.new(self._struct + " *", self._defaults()))
+        object.__setattr__(self, "_changed", set())
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    @staticmethod
+    def _defaults() -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [name for name, f in ffi.typeof(cls._struct).fields if f.type.kind in ("primitive", "enum")]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.field_names():
+            return getattr(self._c, name)
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}; fields: {', '.join(self.field_names())}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+            return
+        if name not in self.field_names():
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}; "
+                                 f"fields: {', '.join(self.field_names())}")
+        converters = {n: (lambda v, p=p, n=n: enum_value(p, v, n)) for n, p in self._prefixes.items()}
+        fill(self._c[0], {name: value}, converters, self._struct)
+        self._changed.add(name)
+
+    def changed(self) -> dict[str, Any]:
+        """The fields set on this object (the rest keep the defaults of whoever takes them)."""
+        return {name: getattr(self._c, name) for name in self._changed}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self._c, n)!r}" for n in self.field_names())
+        return f"{type(self).__name__}({fields})"

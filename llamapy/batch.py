@@ -1,7 +1,7 @@
 """Batch: tokens (or embeddings) with positions and sequence ids for one decode (``llama_batch``)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -127,3 +127,24 @@ class Batch(CObject):
 
     def __repr__(self) -> str:
         return f"<Batch {len(self)}/{self.capacity} tokens>"
+
+
+class LlamaBatch(Batch):
+    """The batch class as other bindings spell it: ``LlamaBatch(n_tokens=512, embd=0, n_seq_max=1)``."""
+
+    def __init__(self, n_tokens: int = 512, embd: int = 0, n_seq_max: int = 1):
+        super().__init__(n_tokens, embd=embd, n_seq_max=n_seq_max)
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[int] | np.ndarray, lib: Any = None, pos0: int | None = None,  # type: ignore[override]
+                    seq_id: int = 0, logits: str = "last") -> LlamaBatch:
+        """A batch holding ``tokens`` (``lib``, which some APIs pass, is not needed)."""
+        batch = cls(max(1, len(tokens)))
+        batch.add_sequence(tokens, pos0, seq_id, logits)
+        return batch
+
+
+def llama_batch_get_one(tokens: Sequence[int] | np.ndarray, pos_offset: int = 0) -> LlamaBatch:
+    """A batch for one sequence with logits for its last token, as llama.h's ``llama_batch_get_one``:
+    positions follow what the context holds, or start at ``pos_offset`` when it is given."""
+    return LlamaBatch.from_tokens(tokens, pos0=pos_offset or None)

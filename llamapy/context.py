@@ -11,7 +11,7 @@ import numpy as np
 from . import _ffi
 from ._ffi import ffi, lib
 from ._handle import CObject
-from ._params import enum_value, fill
+from ._params import StructParams, enum_value, fill
 from .batch import Batch
 from .enums import PoolingType
 from .errors import (
@@ -162,6 +162,10 @@ class Context(CObject):
     common ones (``flash_attn="auto"|True|False``, ``type_k="q8_0"``, ``pooling_type="mean"``).
     Logits and embeddings come back as read-only numpy views of llama.cpp's buffers: they
     are valid until the next decode; ``.copy()`` them to keep them.
+
+    Sliding-window layers keep only their window (``swa_full=False``, as llama.cpp's own
+    programs do): a fraction of a full-size cache, but such a sequence cannot be cut back
+    to a position whose window has already been overwritten (check ``memory.seq_pos_min``).
     """
 
     def __init__(
@@ -180,7 +184,7 @@ class Context(CObject):
         embeddings: bool | None = None,
         pooling_type: str | int | None = None,
         attention_type: str | int | None = None,
-        swa_full: bool | None = None,
+        swa_full: bool = False,
         offload_kqv: bool | None = None,
         no_perf: bool | None = None,
         kv_unified: bool | None = None,
@@ -458,3 +462,57 @@ class Context(CObject):
 
     def __repr__(self) -> str:
         return "<Context (closed)>" if self.closed else f"<Context n_ctx={self.n_ctx} n_seq_max={self.n_seq_max}>"
+
+
+class LlamaContextParams(StructParams):
+    """``llama_context_params`` with attribute access (``params.n_ctx = 2048``) and llama.cpp's defaults."""
+
+    _struct = "struct llama_context_params"
+    _prefixes = {"type_k": "GGML_TYPE_", "type_v": "GGML_TYPE_", "pooling_type": "LLAMA_POOLING_TYPE_",
+                 "attention_type": "LLAMA_ATTENTION_TYPE_", "rope_scaling_type": "LLAMA_ROPE_SCALING_TYPE_",
+                 "flash_attn_type": "LLAMA_FLASH_ATTN_TYPE_", "ctx_type": "LLAMA_CONTEXT_TYPE_"}
+
+    @staticmethod
+    def _defaults() -> Any:
+        params = lib.llama_context_default_params()
+        params.swa_full = False  # as Context and llama.cpp's own programs: sliding-window layers keep their window
+        return params
+
+
+class LlamaContext(Context):
+    """The context class as other bindings spell it: ``LlamaContext(model, LlamaContextParams())`` or
+    ``LlamaContext(model, n_ctx=2048, n_threads=-1, flash_attn=False)``, with their helper names."""
+
+    def __init__(self, model: Model, params: LlamaContextParams | None = None, **settings: Any):
+        values = (params.changed() if params is not None else {}) | settings
+        for key in ("n_threads", "n_threads_batch"):
+            if values.get(key) is not None and values[key] < 1:  # -1: as many as the machine has
+                values[key] = None
+        super().__init__(model, **values)
+
+    def kv_cache_clear(self) -> None:
+        self.memory.clear()
+
+    def kv_cache_seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> bool:
+        return self.memory.seq_rm(seq_id, p0, p1)
+
+    def kv_cache_seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None:
+        self.memory.seq_add(seq_id, p0, p1, delta)
+
+    def kv_cache_seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        self.memory.seq_cp(src, dst, p0, p1)
+
+    def kv_cache_seq_keep(self, seq_id: int) -> None:
+        self.memory.seq_keep(seq_id)
+
+    def get_logits(self, idx: int = -1) -> list[float]:
+        """The logits of output ``idx`` as a list (``logits()`` gives a zero-copy numpy view)."""
+        return self.logits(idx).tolist()
+
+    def print_perf_data(self) -> None:
+        """Print llama.cpp's timing counters of this context to stdout."""
+        d = self.perf()
+        print(f"load time: {d.load_ms:.2f} ms\n"
+              f"prompt eval time: {d.prompt_eval_ms:.2f} ms / {d.n_prompt_tokens} tokens "
+              f"({d.prompt_tokens_per_s:.2f} tokens/s)\n"
+              f"eval time: {d.eval_ms:.2f} ms / {d.n_eval} runs ({d.eval_tokens_per_s:.2f} tokens/s)")

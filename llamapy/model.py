@@ -9,7 +9,8 @@ from typing import Any, Callable, Mapping, Sequence
 from . import _ffi
 from ._ffi import ffi, lib
 from ._handle import CObject
-from ._params import enum_value, fill
+from ._compat import CallableBool, CallableInt
+from ._params import StructParams, enum_value, fill
 from .enums import LoadMode, RopeType
 from .errors import ModelLoadError
 from .system import Device
@@ -144,6 +145,7 @@ class Model(CObject):
         kv_overrides: Mapping[str, Any] | None = None,
         no_alloc: bool | None = None,
         progress: bool | ProgressCallback = False,
+        validate: bool = True,
         **more_params: Any,
     ) -> Model:
         """Load a model. Every ``llama_model_params`` field is accepted by name.
@@ -151,8 +153,14 @@ class Model(CObject):
         ``progress=True`` draws a progress bar on stderr; a callable gets the fraction
         loaded and returns False to cancel the load. Ctrl-C cancels it too. Raises
         FileNotFoundError for a missing file and ModelLoadError when llama.cpp refuses it.
+        ``validate=False`` skips the pre-flight checks of the file's metadata (see
+        llamapy.gguf.validate), which stop malformed files that would abort llama.cpp.
         """
         p = check_model_file(path)
+        if validate:
+            from .gguf.validate import validate_model_file
+
+            validate_model_file(p, kv_overrides, bool(vocab_only))
         params = lib.llama_model_default_params()
         keep: list[Any] = []
         conv: dict[str, Callable[[Any], Any]] = {
@@ -230,7 +238,8 @@ class Model(CObject):
     n_ctx_train = property(lambda self: lib.llama_model_n_ctx_train(self._ptr), doc="context length in training")
     n_cls_out = property(lambda self: lib.llama_model_n_cls_out(self._ptr))
     rope_freq_scale_train = property(lambda self: lib.llama_model_rope_freq_scale_train(self._ptr))
-    has_encoder = property(lambda self: bool(lib.llama_model_has_encoder(self._ptr)))
+    has_encoder = property(lambda self: CallableBool(lib.llama_model_has_encoder(self._ptr)),
+                           doc="an encoder-decoder model (also callable: ``model.has_encoder()``)")
     has_decoder = property(lambda self: bool(lib.llama_model_has_decoder(self._ptr)))
     is_recurrent = property(lambda self: bool(lib.llama_model_is_recurrent(self._ptr)))
     is_hybrid = property(lambda self: bool(lib.llama_model_is_hybrid(self._ptr)))
@@ -301,3 +310,68 @@ class Model(CObject):
         if self.closed:
             return "<Model (closed)>"
         return f"<Model {self.path.name}: {self.description}>"
+
+
+class LlamaModelParams(StructParams):
+    """``llama_model_params`` with attribute access (``params.n_gpu_layers = 99``) and llama.cpp's
+    defaults; ``use_mmap`` / ``use_mlock`` set the load mode."""
+
+    _struct = "struct llama_model_params"
+    _prefixes = {"split_mode": "LLAMA_SPLIT_MODE_", "load_mode": "LLAMA_LOAD_MODE_", "lazy_mode": "LLAMA_LAZY_MODE_"}
+
+    @staticmethod
+    def _defaults() -> Any:
+        return lib.llama_model_default_params()
+
+    @property
+    def use_mmap(self) -> bool:
+        return self.load_mode in (lib.LLAMA_LOAD_MODE_MMAP, lib.LLAMA_LOAD_MODE_MMAP_MLOCK, lib.LLAMA_LOAD_MODE_AUTO)
+
+    @use_mmap.setter
+    def use_mmap(self, on: bool) -> None:
+        self.load_mode = int(_load_mode(on, self.use_mlock, self.load_mode))
+
+    @property
+    def use_mlock(self) -> bool:
+        return self.load_mode in (lib.LLAMA_LOAD_MODE_MLOCK, lib.LLAMA_LOAD_MODE_MMAP_MLOCK)
+
+    @use_mlock.setter
+    def use_mlock(self, on: bool) -> None:
+        self.load_mode = int(_load_mode(self.use_mmap, on, self.load_mode))
+
+
+class LlamaModel(Model):
+    """The model class as other bindings spell it: ``LlamaModel(path, LlamaModelParams())`` or
+    ``LlamaModel.from_file(path, n_gpu_layers=..., use_mmap=...)``, with their helper names."""
+
+    def __new__(cls, path: str | os.PathLike, params: LlamaModelParams | None = None, **load: Any) -> LlamaModel:
+        return cls.from_file(path, **(params.changed() if params is not None else {}), **load)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # built by __new__
+        pass
+
+    @property
+    def n_layers(self) -> int:
+        return self.n_layer
+
+    @property
+    def n_vocab(self) -> CallableInt:
+        """Number of tokens (also callable: ``model.n_vocab()``)."""
+        return self.vocab.n_vocab
+
+    @property
+    def _lib(self) -> Any:
+        """The compiled library (some APIs take it as an argument; llamapy never needs it)."""
+        return lib
+
+    def get_vocab(self) -> Vocab:
+        return self.vocab
+
+    def free(self) -> None:
+        self.close()
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        return self.vocab.tokenize(text, add_special, parse_special)
+
+    def token_to_piece(self, token: int, special: bool = False) -> str:
+        return self.vocab.token_to_piece(token, special)

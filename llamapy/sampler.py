@@ -8,6 +8,7 @@ import numpy as np
 from . import _ffi
 from ._ffi import ffi, lib
 from ._handle import CObject, Handle
+from ._params import StructParams
 from .errors import GrammarError, LlamaError
 
 if TYPE_CHECKING:
@@ -321,6 +322,55 @@ for _name in ("greedy", "dist", "top_k", "top_p", "min_p", "typical", "temp", "t
               "mirostat", "mirostat_v2", "grammar", "grammar_lazy", "penalties", "dry", "logit_bias", "infill",
               "adaptive_p", "custom"):
     setattr(SamplerChain, f"add_{_name}", _adder(_name))
+
+
+class LlamaSamplerChainParams(StructParams):
+    """``llama_sampler_chain_params`` with attribute access and llama.cpp's defaults."""
+
+    _struct = "struct llama_sampler_chain_params"
+
+    @staticmethod
+    def _defaults() -> Any:
+        return lib.llama_sampler_chain_default_params()
+
+
+class LlamaSampler(SamplerChain):
+    """The sampler class as other bindings spell it: a chain built with ``add_*`` calls.
+
+    ``add_grammar(grammar)`` without a vocabulary is completed on the first ``sample(ctx, i)``,
+    from the context's model. ``LlamaSampler.greedy(lib)`` accepts the library argument some
+    APIs pass.
+    """
+
+    def __init__(self, params: LlamaSamplerChainParams | None = None):
+        super().__init__(no_perf=bool(params.no_perf) if params is not None else True)
+        self._pending_grammars: list[tuple[int, str, str]] = []
+
+    @classmethod
+    def greedy(cls, lib: Any = None) -> LlamaSampler:  # type: ignore[override]
+        return cls().add_greedy()
+
+    def add_grammar(self, *args: Any, **kwargs: Any) -> LlamaSampler:  # type: ignore[override]
+        """``add_grammar(vocab, grammar, root="root")``, or ``add_grammar(grammar, root="root")``."""
+        if args and not isinstance(args[0], str):
+            return self.add(Sampler.grammar(*args, **kwargs))
+        grammar = kwargs.pop("grammar", None) or args[0]
+        root = kwargs.pop("root", None) or (args[1] if len(args) > 1 else "root")
+        self._pending_grammars.append((len(self), grammar, root))
+        return self
+
+    def sample(self, ctx: Context, idx: int = -1) -> int:
+        if self._pending_grammars:
+            self._insert_grammars(ctx.model.vocab)
+        return super().sample(ctx, idx)
+
+    def _insert_grammars(self, vocab: Vocab) -> None:
+        for position, grammar, root in reversed(self._pending_grammars):
+            tail = [self.remove(position) for _ in range(len(self) - position)]
+            self.add(Sampler.grammar(vocab, grammar, root))
+            for sampler in tail:
+                self.add(sampler)
+        self._pending_grammars.clear()
 
 
 # -- samplers written in Python ----------------------------------------------------------

@@ -80,3 +80,21 @@ def supports_mlock() -> bool:
 def supports_rpc() -> bool:
     """True when this build includes the RPC backend (offload to llama.cpp rpc-servers)."""
     return bool(lib.llama_supports_rpc())
+
+
+# -- the names users of other bindings call ---------------------------------------------
+def ggml_backend_load_all() -> None:
+    """Load every dynamically loadable ggml backend (backends built into the library are always there)."""
+    lib.ggml_backend_load_all()
+
+
+def ggml_backend_offload_supported() -> bool:
+    """Whether a GPU (or other offload) backend is available: :func:`supports_gpu_offload`."""
+    return supports_gpu_offload()
+
+
+def ggml_backend_metal_set_n_cb(n_cb: int) -> None:
+    """Accepted for compatibility and ignored: llama.cpp creates and configures its Metal backends
+    itself (on macOS builds with Metal, as everywhere else). ``n_cb`` must still be a positive int."""
+    if not isinstance(n_cb, int) or isinstance(n_cb, bool) or n_cb < 1:
+        raise ValueError(f"n_cb must be a positive number of command buffers, got {n_cb!r}")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from ._compat import CallableInt
 from ._ffi import ffi, lib
 from ._handle import CObject
 from .enums import VocabType
@@ -162,6 +163,11 @@ class Vocab(CObject):
     fim_rep = property(lambda self: self._special(lib.llama_vocab_fim_rep), doc="fill-in-the-middle repo")
     fim_sep = property(lambda self: self._special(lib.llama_vocab_fim_sep), doc="fill-in-the-middle separator")
 
+    @property
+    def n_vocab(self) -> CallableInt:
+        """Number of tokens (also callable: ``vocab.n_vocab()``)."""
+        return CallableInt(self.n_tokens)
+
     def special_tokens(self) -> dict[str, int | None]:
         """Every special token by role."""
         names = ["bos", "eos", "eot", "sep", "nl", "pad", "mask",
@@ -189,3 +195,6 @@ class TokenTextDecoder:
     def pending(self) -> bytes:
         """Bytes held back because they do not yet form a whole character."""
         return self._decoder.getstate()[0]
+
+
+LlamaVocab = Vocab  # the name users of other bindings know

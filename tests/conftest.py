@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llamapy import build_info
-from llamapy.catalog import pull
+from llamapy.hub.catalog import pull
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def llama_tools(info) -> Path:
     from tools.cmake_build import build_tools
 
     return build_tools(Path(info["llama_cpp"]["build_dir"]),
-                       ["llama-simple", "llama-tokenize", "llama-bench", "llama-batched-bench"])
+                       ["llama-simple", "llama-tokenize", "llama-bench", "llama-batched-bench", "llama-embedding"])
 
 
 def run_python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -18,20 +18,20 @@ SYSTEM = "You are a helpful assistant who answers questions about geography and 
 
 @pytest.fixture(scope="module")
 def alone(model_path):
-    with LLM(model_path, temperature=0, max_tokens=24, n_ctx=2048, n_threads=2) as llm:
+    with LLM(model_path, temperature=0, repeat_penalty=1.0, max_tokens=24, n_ctx=2048, n_threads=2) as llm:
         yield llm
 
 
 @pytest.fixture(scope="module")
 def gen(model_path):
-    with BatchGenerator(model_path, n_seq_max=4, n_ctx=4096, n_batch=64, temperature=0, max_tokens=24,
+    with BatchGenerator(model_path, n_seq_max=4, n_ctx=1024, n_batch=64, temperature=0, repeat_penalty=1.0, max_tokens=24,
                         n_threads=2) as g:
         yield g
 
 
 def test_greedy_batched_equals_generating_alone(alone, gen):
     expected = [alone(p) for p in PROMPTS]
-    responses = gen.generate_batch(PROMPTS)
+    responses = gen.generate_responses(PROMPTS)
     assert [r.id for r in responses] == list(range(len(PROMPTS)))
     for p, e, r in zip(PROMPTS, expected, responses):
         assert r.response == e, p
@@ -47,20 +47,20 @@ def test_per_request_settings(alone, gen):
         BatchRequest("grammar", "Pick a colour:", grammar='root ::= " " ("red" | "green" | "blue")'),
         BatchRequest("sampled", "Tell me a story.", temperature=1.0, seed=5, max_tokens=12),
     ]
-    by_id = {r.id: r for r in gen.generate_batch(requests)}
+    by_id = {r.id: r for r in gen.generate_responses(requests)}
     assert by_id["greedy"].response == alone("The capital of France is")
     assert by_id["short"].tokens_generated == 5 and by_id["short"].finish_reason == "length"
     assert by_id["stop"].response == alone("1, 2, 3, 4,", stop_sequences=[" 7"])
     assert " 7" not in by_id["stop"].response and by_id["stop"].finish_reason == "stop"
     assert by_id["grammar"].response in (" red", " green", " blue")
-    again = gen.generate_batch([BatchRequest("sampled", "Tell me a story.", temperature=1.0, seed=5, max_tokens=12)])
+    again = gen.generate_responses([BatchRequest("sampled", "Tell me a story.", temperature=1.0, seed=5, max_tokens=12)])
     assert again[0].response == by_id["sampled"].response  # same seed, same text
 
 
 def test_shared_prefix_is_decoded_once(alone, gen):
     questions = ["What is the capital of Italy?", "Who was Napoleon?", "Where is Peru?", "Name a river in Egypt."]
     prompts = [SYSTEM + q for q in questions]
-    responses = gen.generate_batch(prompts)
+    responses = gen.generate_responses(prompts)
     assert [r.response for r in responses] == [alone(p) for p in prompts]
     decoded = [r.stats.prompt_tokens_decoded for r in responses]
     total = [r.stats.prompt_tokens for r in responses]
@@ -85,14 +85,14 @@ def test_cancelling_one_request_leaves_the_others(alone, gen):
 
 def test_a_prompt_that_cannot_fit_gets_its_own_error(alone, gen):
     huge = "word " * 3000  # more than a sequence's share of the context
-    responses = gen.generate_batch(["The capital of France is", huge, "def fib(n):"])
+    responses = gen.generate_responses(["The capital of France is", huge, "def fib(n):"])
     assert isinstance(responses[1].error, PromptTooLongError) and responses[1].finish_reason == "error"
     assert responses[0].response == alone("The capital of France is")
     assert responses[2].response == alone("def fib(n):")
 
 
 def test_submission_from_other_threads(alone, model_path):
-    with BatchGenerator(model_path, n_seq_max=4, n_ctx=2048, temperature=0, max_tokens=16, n_threads=2) as g:
+    with BatchGenerator(model_path, n_seq_max=4, n_ctx=512, temperature=0, repeat_penalty=1.0, max_tokens=16, n_threads=2) as g:
         g.start()
         futures: dict = {}
         lock = threading.Lock()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from llamapy import LLM, ChatTemplate, ChatTemplateError, Model, TemplateSecurityError
-from llamapy.chat_template import builtin_templates
+from llamapy.generation.chat_template import builtin_templates
 from tests.conftest import copy_gguf_with_strings
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]

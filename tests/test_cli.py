@@ -89,7 +89,7 @@ def test_chat_with_piped_stdin(model_path):
     question = "What is the capital of France?"
     proc = run("chat", "-m", str(model_path), "-t", "0", "-n", "24", "--system", "You are terse.", stdin=question)
     assert proc.returncode == 0, proc.stderr
-    with LLM(model_path, temperature=0, max_tokens=24) as llm:
+    with LLM(model_path, temperature=0, repeat_penalty=1.0, max_tokens=24) as llm:
         expected = llm.chat([{"role": "system", "content": "You are terse."}, {"role": "user", "content": question}])
     assert proc.stdout.strip() == expected.strip() and expected.strip()
 

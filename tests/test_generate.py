@@ -16,7 +16,7 @@ from llamapy import (
     complete,
     schema_to_gbnf,
 )
-from llamapy.generate import _StopScanner
+from llamapy.generation.llm import _StopScanner
 from tests.test_oracle import greedy_pieces
 from tests.test_vocab import _invalid_utf8
 
@@ -25,7 +25,7 @@ PROMPT = "The capital of France is"
 
 @pytest.fixture(scope="module")
 def llm(model_path):
-    with LLM(model_path, temperature=0, max_tokens=48, n_ctx=2048, n_threads=2) as m:
+    with LLM(model_path, temperature=0, repeat_penalty=1.0, max_tokens=48, n_ctx=2048, n_threads=2) as m:
         yield m
 
 
@@ -54,11 +54,10 @@ def forced(llm: LLM, text: str, **kw):
 
 def test_stream_never_splits_a_character(llm):
     text = "🦙 llamas say 你好 and 👍🏽 loudly"
-    tokens: list[int] = []
-    chunks = forced(llm, text, on_token=lambda t, piece: tokens.append(t))
+    chunks = forced(llm, text)
     assert "".join(chunks) == text
     assert all("\ufffd" not in c for c in chunks)
-    pieces = [llm.vocab.token_to_bytes(t) for t in tokens]
+    pieces = [llm.vocab.token_to_bytes(t) for t in llm.last_stats.tokens]
     assert any(_invalid_utf8(p) for p in pieces), "the text should contain tokens holding part of a character"
 
 
@@ -83,11 +82,13 @@ def test_stop_scanner_holds_back_partial_matches():
 
 
 def test_on_token_and_eog_end_generation(llm):
-    seen = []
+    seen: list[str] = []
     reply = llm.chat([{"role": "user", "content": "Reply with just the word yes."}],
-                     on_token=lambda t, p: seen.append(t), max_tokens=64)
+                     on_token=seen.append, max_tokens=64)
     assert llm.last_stats.finish_reason == "stop" and seen
-    assert llm.vocab.detokenize(seen) == reply
+    assert "".join(seen) == reply == llm.vocab.detokenize(llm.last_stats.tokens)
+    streamed: list[str] = []
+    assert llm("The capital of France is", max_tokens=8, on_token=streamed.append) == "".join(streamed)
 
 
 def test_breaking_out_of_a_stream_keeps_the_cache_consistent(llm, model_path):
@@ -97,7 +98,7 @@ def test_breaking_out_of_a_stream_keeps_the_cache_consistent(llm, model_path):
             break
     stream.close()
     again = llm("Once upon a time there was", max_tokens=16)
-    with LLM(model_path, temperature=0, n_ctx=2048, n_threads=2) as fresh:
+    with LLM(model_path, temperature=0, repeat_penalty=1.0, n_ctx=2048, n_threads=2) as fresh:
         assert again == fresh("Once upon a time there was", max_tokens=16)
 
 
@@ -119,7 +120,7 @@ def test_chat_turns_decode_only_new_tokens(llm):
 
 
 def test_prompt_too_long_fails_before_decoding(model_path):
-    with LLM(model_path, temperature=0, n_ctx=256, n_threads=2) as small:
+    with LLM(model_path, temperature=0, repeat_penalty=1.0, n_ctx=256, n_threads=2) as small:
         small("Hello", max_tokens=2)
         cached = list(small._cached)
         with pytest.raises(PromptTooLongError, match="the prompt has .* tokens but the context holds 256"):
@@ -128,7 +129,7 @@ def test_prompt_too_long_fails_before_decoding(model_path):
 
 
 def test_reaching_the_context_end(model_path):
-    with LLM(model_path, temperature=0, n_ctx=256, n_threads=2) as small:
+    with LLM(model_path, temperature=0, repeat_penalty=1.0, n_ctx=256, n_threads=2) as small:
         text, stats = small.generate_with_stats("List of numbers: 1, 2, 3,", max_tokens=1000)
         # the context holds 256 tokens; the last one generated is emitted without being stored
         assert stats.finish_reason == "length" and stats.prompt_tokens + stats.completion_tokens == 257

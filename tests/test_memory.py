@@ -64,9 +64,9 @@ def test_bad_inputs(model_path, tmp_path):
         .write(tmp_path / "mamba.gguf", write_tensors=False)
     with pytest.raises(EstimateError, match="missing metadata key 'mamba.ssm.conv_kernel'"):
         estimate_memory_usage(tmp_path / "mamba.gguf", 512)
-    GGUFFile.empty().set("general.architecture", "gemma2").set("gemma2.block_count", 2) \
-        .set("gemma2.embedding_length", 64).set("gemma2.attention.head_count", 4) \
-        .set("gemma2.attention.sliding_window", 128).write(tmp_path / "swa.gguf", write_tensors=False)
+    GGUFFile.empty().set("general.architecture", "gemma4").set("gemma4.block_count", 2) \
+        .set("gemma4.embedding_length", 64).set("gemma4.attention.head_count", 4) \
+        .set("gemma4.attention.sliding_window", 128).write(tmp_path / "swa.gguf", write_tensors=False)
     with pytest.raises(EstimateError, match="sliding_window_pattern"):
         estimate_memory_usage(tmp_path / "swa.gguf", 512)
     with pytest.raises(EstimateError, match="unknown KV cache type"):

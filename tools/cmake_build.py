@@ -273,3 +273,28 @@ def build_tools(build_dir: Path, targets: list[str]) -> Path:
         run([cmake, "--build", str(build_dir), "--config", "Release",
              "-j", str(os.cpu_count() or 2), "--target", *targets], f"building {', '.join(targets)}")
     return build_dir / "bin"
+
+
+# The server is switched on in an existing build without its web UI (no download, no npm).
+_SERVER_FLAGS = ["-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"]
+
+
+def build_server(build_dir: Path) -> Path:
+    """Build llama.cpp's ``llama-server`` in an existing build (the benchmark's and
+    ServerLauncher's reference server); returns the path of the program.
+
+    The cached build is configured with the server off; turning it on adds targets and
+    leaves the libraries' flags alone, so ninja compiles only the server's own sources.
+    """
+    cmake = cmake_exe()
+    exe = build_dir / "bin" / "llama-server"
+    with _locked(build_dir.with_suffix(".lock")):
+        cache = (build_dir / "CMakeCache.txt").read_text(errors="replace")
+        if "LLAMA_BUILD_SERVER:BOOL=ON" not in cache or not _cached_tools_exist(build_dir):
+            _configure(cmake, _home_directory(build_dir), build_dir, _SERVER_FLAGS,
+                       "configuring the cached build with llama-server")
+        run([cmake, "--build", str(build_dir), "--config", "Release",
+             "-j", str(os.cpu_count() or 2), "--target", "llama-server"], "building llama-server")
+    if not exe.is_file():
+        raise BuildError(f"the build did not produce {exe}")
+    return exe

@@ -1,0 +1,4 @@
+"""``python -m llamapy.cli``: the same as the ``llamapy`` command."""
+from . import main
+
+main()
