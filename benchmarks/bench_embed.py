@@ -1,16 +1,17 @@
 """Embedding throughput: Embedder.embed against llama.cpp's llama-embedding and a one-text-per-decode loop.
 
 Work: N sentences of 4..40 words (deterministic), one GGUF (default: the catalog's
-all-MiniLM-L6-v2 f16), the same batch size and threads for all three. Measured in one run,
-rounds interleaved:
+all-MiniLM-L6-v2 f16), the same batch size and threads for all three. Measured in one run, in
+steps of --slice texts with the three methods alternating, so a busy machine slows them alike:
   * llama-embedding -f FILE -b B -c B: tokens / the time from its first decode to its
     perf report, from its log (model load and tokenization are not counted, which favours it);
   * Embedder(n_batch=B).embed_with_info(texts): tokens / wall time of the call
     (tokenization, packing, decodes, pooling, normalisation);
-  * a loop of Embedder.embed([text]), one text per decode, on the first --loop-n texts.
-Reported: tokens per second and the ratios.
+  * a loop of Embedder.embed([text]), one text per decode, on the first --loop-per-slice texts
+    of each step.
+Reported: tokens per second over the whole run and the median of the per-step ratios.
 
-    python benchmarks/bench_embed.py [--n 2000] [--batch 2048] [--threads 2] [--rounds 3]
+    python benchmarks/bench_embed.py [--n 2000] [--batch 512] [--threads 2] [--slice 250]
 """
 from __future__ import annotations
 
@@ -74,40 +75,52 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path)
     ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--loop-n", type=int, default=400, help="texts for the one-per-decode loop")
-    ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--slice", type=int, default=250, help="texts per measured step (the methods alternate)")
+    ap.add_argument("--loop-per-slice", type=int, default=25, help="texts of each step for the one-per-decode loop")
+    ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     model = args.model or pull("all-minilm-l6-v2")
     exe = build_tools(Path(build_info()["llama_cpp"]["build_dir"]), ["llama-embedding"]) / "llama-embedding"
     texts = sentences(args.n)
-    rows: dict[str, list[float]] = {"llama-embedding": [], "Embedder.embed": [], "one per decode": []}
+    names = ("llama-embedding", "Embedder.embed", "one per decode")
+    tokens = dict.fromkeys(names, 0)
+    secs = dict.fromkeys(names, 0.0)
+    ratios: dict[str, list[float]] = {"vs llama-embedding": [], "vs one per decode": []}
     with tempfile.TemporaryDirectory() as tmp, Embedder(model, n_batch=args.batch, n_threads=args.threads) as emb:
         file = Path(tmp) / "texts.txt"
-        file.write_text("\n".join(texts))
         emb.embed(texts[:64])  # warm-up
-        for r in range(args.rounds):
-            n_tok, secs = llama_embedding(exe, model, file, args.batch, args.threads)
-            rows["llama-embedding"].append(n_tok / secs)
-            t0 = time.perf_counter()
-            info = emb.embed_with_info(texts)
-            rows["Embedder.embed"].append(int(info.n_tokens.sum()) / (time.perf_counter() - t0))
-            loop = texts[:args.loop_n]
-            t0 = time.perf_counter()
-            for t in loop:
-                emb.embed([t])
-            loop_tokens = int(info.n_tokens[:args.loop_n].sum())
-            rows["one per decode"].append(loop_tokens / (time.perf_counter() - t0))
-            assert n_tok == int(info.n_tokens.sum()), (n_tok, int(info.n_tokens.sum()))
-            print(f"round {r + 1}: " + " | ".join(f"{k} {v[-1]:8.1f} t/s" for k, v in rows.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in rows.items()}
-    print(f"\n{args.n} sentences ({int(info.n_tokens.sum())} tokens), {model.name}, batch {args.batch}, "
-          f"{args.threads} threads, median of {args.rounds} rounds:")
-    for k, v in med.items():
-        print(f"  {k:<16} {v:8.1f} tokens/s")
-    print(f"  Embedder.embed / llama-embedding = {med['Embedder.embed'] / med['llama-embedding']:.3f} (goal >= 0.95)")
-    print(f"  Embedder.embed / one per decode  = {med['Embedder.embed'] / med['one per decode']:.2f} (goal >= 3)")
+        for _ in range(args.rounds):
+            for k in range(0, args.n, args.slice):
+                part = texts[k:k + args.slice]
+                file.write_text("\n".join(part))
+                step = {}
+                n_tok, t = llama_embedding(exe, model, file, args.batch, args.threads)
+                step["llama-embedding"] = (n_tok, t)
+                t0 = time.perf_counter()
+                info = emb.embed_with_info(part)
+                step["Embedder.embed"] = (int(info.n_tokens.sum()), time.perf_counter() - t0)
+                assert n_tok == step["Embedder.embed"][0], (n_tok, step["Embedder.embed"][0])
+                t0 = time.perf_counter()
+                for text in part[:args.loop_per_slice]:
+                    emb.embed([text])
+                step["one per decode"] = (int(info.n_tokens[:args.loop_per_slice].sum()), time.perf_counter() - t0)
+                rate = {m: n / t for m, (n, t) in step.items()}
+                for m, (n, t) in step.items():
+                    tokens[m] += n
+                    secs[m] += t
+                ratios["vs llama-embedding"].append(rate["Embedder.embed"] / rate["llama-embedding"])
+                ratios["vs one per decode"].append(rate["Embedder.embed"] / rate["one per decode"])
+                print(f"texts {k:5d}+: " + " | ".join(f"{m} {r:8.1f} t/s" for m, r in rate.items()), flush=True)
+    total = {m: tokens[m] / secs[m] for m in names}
+    print(f"\n{args.n} sentences x {args.rounds} round(s), {model.name}, batch {args.batch}, {args.threads} threads; "
+          f"steps of {args.slice} texts, methods alternating:")
+    for m in names:
+        print(f"  {m:<16} {total[m]:8.1f} tokens/s ({tokens[m]} tokens in {secs[m]:.1f} s)")
+    for name, goal in (("vs llama-embedding", 0.95), ("vs one per decode", 3)):
+        print(f"  Embedder.embed {name}: {statistics.median(ratios[name]):.3f} median of steps "
+              f"(min {min(ratios[name]):.3f}, max {max(ratios[name]):.3f}; goal >= {goal})")
 
 
 if __name__ == "__main__":

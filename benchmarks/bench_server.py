@@ -96,6 +96,7 @@ def main() -> None:
         for name, options in servers.items():
             with ServerLauncher(model, port=0, n_threads=args.threads, **options) as server:
                 runs[name].append(asyncio.run(load(server.url, args.clients, args.tokens)))
+            print(f"{name}: {json.dumps(runs[name][-1])}", flush=True)
     best = {name: max(rs, key=lambda r: r["tokens_per_s"]) for name, rs in runs.items()}
     print(f"{args.clients} clients x {args.tokens} tokens, --parallel {args.parallel}, {args.threads} threads, "
           f"{model.name}, best of {args.rounds}")

@@ -198,10 +198,14 @@ def test_voice_activity_detection(wctx, jfk_samples, tree):
     params.vad_params.threshold = 0.5
     clip = np.concatenate([np.zeros(16000, np.float32), jfk_samples[:16000 * 3]])  # 1 s of silence, then speech
     result = wctx.transcribe(clip, params)
-    assert words(result.text)[:4] == ["and", "so", "my", "fellow"]
-    assert result.segments[-1].end <= 4.01
-    with pytest.raises(WhisperError, match="voice activity detection"):
-        wctx.transcribe(clip, WhisperParams(n_threads=2, vad=True, vad_model_path="/nonexistent/vad.bin"))
+    assert "fellow americans" in " ".join(words(result.text))
+    assert 1.0 <= result.segments[0].start and result.segments[-1].end <= 4.01  # times map back to the input
+
+
+def test_missing_vad_model(whisper_model, jfk_samples):
+    with WhisperContext(whisper_model) as ctx:  # whisper.cpp keeps the first VAD model a context loads
+        with pytest.raises(WhisperError, match="voice activity detection"):
+            ctx.transcribe(jfk_samples[:32000], WhisperParams(vad=True, vad_model_path="/nonexistent/vad.bin"))
 
 
 # -- formats ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each step asks the model for a reply with the tools; calls are run, their results (or the
 exception a tool raised, as text) go back as ``tool`` messages, and the loop goes on until
-the model answers without a call or ``max_steps`` is reached. With ``tool_choice="required"``
+the model answers without a call; the last of ``max_steps`` steps must answer. With ``tool_choice="required"``
 every step must call a tool and the agent adds a ``final_answer`` tool that ends the loop.
 ``react=True`` drives models without native tool calls through a grammar-constrained
 Thought / Action / Action Input / Observation exchange.
@@ -114,8 +114,10 @@ class Agent:
         forced = self.tool_choice == "required"
         tools = [t.to_dict() for t in self.tools] + ([FINAL_ANSWER.to_dict()] if forced else [])
         for step in range(1, self.max_steps + 1):
-            last = step == self.max_steps
-            choice = "none" if last else self.tool_choice
+            if step < self.max_steps:
+                choice: Any = self.tool_choice
+            else:  # out of steps: answer now
+                choice = FINAL_ANSWER.name if forced else "none"
             msg = self.llm.chat(messages, tools=tools, tool_choice=choice, **self.generation)
             calls = msg.get("tool_calls") or []
             text = msg.get("content") or ""

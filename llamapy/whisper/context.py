@@ -122,10 +122,15 @@ def _fail(user_data: Any, exc: BaseException, result: Any) -> Any:
 
 
 class _Reader:
-    """Reads whisper.cpp's results, from a callback's state or from the context's own."""
+    """Reads whisper.cpp's results, from a callback's state or from the context's own.
 
-    def __init__(self, wctx: WhisperContext, state: Any = None):
+    Times are clamped to the audio's duration: whisper.cpp ends a segment that has no
+    closing timestamp at the end of its 30 s window, even past the end of the audio.
+    """
+
+    def __init__(self, wctx: WhisperContext, duration: float, state: Any = None):
         ctx = wctx._ptr
+        self.duration = duration
         suffix, target = ("_from_state", state) if state is not None else ("", ctx)
         get = functools.partial
         self.n_segments = get(getattr(wlib, f"whisper_full_n_segments{suffix}"), target)
@@ -140,6 +145,9 @@ class _Reader:
             else get(wlib.whisper_full_get_token_text, ctx)
         self.eot = wlib.whisper_token_eot(ctx)
 
+    def seconds(self, centiseconds: int) -> float:
+        return min(centiseconds / 100, self.duration)
+
     def segment(self, i: int, timed_tokens: bool) -> Segment:
         tokens, raw = [], []
         for j in range(self.n_tokens(i)):
@@ -147,10 +155,11 @@ class _Reader:
             data = wffi.string(self.token_text(i, j))
             timed = timed_tokens and d.t0 >= 0
             tokens.append(Token(d.id, data.decode("utf-8", "replace"), d.p, d.plog,
-                                d.t0 / 100 if timed else None, d.t1 / 100 if timed else None, d.id >= self.eot))
+                                self.seconds(d.t0) if timed else None, self.seconds(d.t1) if timed else None,
+                                d.id >= self.eot))
             raw.append(data)
         tokens_t = tuple(tokens)
-        return Segment(i, self.t0(i) / 100, self.t1(i) / 100,
+        return Segment(i, self.seconds(self.t0(i)), self.seconds(self.t1(i)),
                        wffi.string(self.text(i)).decode("utf-8", "replace"), tokens_t,
                        group_words(tokens_t, raw) if timed_tokens else (), self.no_speech(i), bool(self.turn(i)))
 
@@ -158,9 +167,11 @@ class _Reader:
 class _Run:
     """One transcription in flight: what whisper.cpp's callbacks call into."""
 
-    def __init__(self, wctx: WhisperContext, params: WhisperParams, sink: Callable[[Segment], Any] | None = None):
+    def __init__(self, wctx: WhisperContext, params: WhisperParams, duration: float,
+                 sink: Callable[[Segment], Any] | None = None):
         self.wctx = wctx
         self.params = params
+        self.duration = duration
         self.sink = sink
         self.cancelled = False  # set by the consumer of a stream that stopped early
         self.stopped = False  # whisper.cpp was told to stop
@@ -181,7 +192,7 @@ class _Run:
         return not self.stopped
 
     def new_segments(self, state: Any, n_new: int) -> None:
-        reader = _Reader(self.wctx, state)
+        reader = _Reader(self.wctx, self.duration, state)
         n = reader.n_segments()
         user = self.params.callback("new_segment_callback")
         for i in range(max(0, n - n_new), n):
@@ -277,7 +288,7 @@ class WhisperContext(CObject):
         """
         samples = self._samples(audio, sample_rate)
         params = params if params is not None else WhisperParams()
-        return self._run(samples, _Run(self, params))
+        return self._run(samples, _Run(self, params, samples.size / SAMPLE_RATE))
 
     def stream(self, audio: AudioSource, params: WhisperParams | None = None,
                sample_rate: int | None = None) -> Iterator[Segment]:
@@ -292,7 +303,7 @@ class WhisperContext(CObject):
     def _stream(self, samples: np.ndarray, params: WhisperParams) -> Iterator[Segment]:
         segments: queue.Queue = queue.Queue()
         done = object()
-        run = _Run(self, params, sink=segments.put)
+        run = _Run(self, params, samples.size / SAMPLE_RATE, sink=segments.put)
         outcome: dict[str, BaseException] = {}
 
         def work() -> None:
@@ -373,10 +384,10 @@ class WhisperContext(CObject):
                 raise TranscriptionAborted("the transcription was stopped (cancel() or a callback)")
             if rc != 0:
                 raise WhisperError(f"whisper.cpp could not transcribe: {_FULL_ERRORS.get(rc, f'error {rc}')}")
-            reader = _Reader(self)
+            reader = _Reader(self, run.duration)
             segments = [reader.segment(i, bool(params.token_timestamps)) for i in range(reader.n_segments())]
             language = language_code(wlib.whisper_full_lang_id(self._ptr))
-        return TranscriptionResult(segments, language, samples.size / SAMPLE_RATE, params.to_dict())
+        return TranscriptionResult(segments, language, run.duration, params.to_dict())
 
     def __repr__(self) -> str:
         if self.closed:
