@@ -333,7 +333,7 @@ class BatchGenerator:
             self._slots[seq] = slot
 
     def _tokenize(self, prompt: str, cfg: GenerationConfig) -> list[int]:
-        tokens = self.vocab.tokenize_prompt(prompt, cfg.add_bos, cfg.parse_special)
+        tokens = self.vocab.tokenize_prompt(prompt, cfg.bos, cfg.parse_special)
         if not tokens:
             raise ValueError("the prompt is empty")
         return tokens

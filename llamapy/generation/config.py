@@ -79,6 +79,11 @@ class GenerationConfig:
             raise ValueError("stop sequences must not be empty strings")
 
     @property
+    def bos(self) -> bool | None:
+        """``add_bos`` as Vocab.tokenize_prompt takes it: None (as the model wants) or False (never)."""
+        return None if self.add_bos else False
+
+    @property
     def greedy(self) -> bool:
         return self.temperature <= 0 and self.mirostat == 0
 

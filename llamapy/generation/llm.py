@@ -145,7 +145,7 @@ class LLM:
     # -- prompts -----------------------------------------------------------------------
     def tokenize(self, prompt: str, cfg: GenerationConfig | None = None) -> list[int]:
         cfg = cfg or self.config
-        return self.vocab.tokenize_prompt(prompt, None if cfg.add_bos else False, cfg.parse_special)
+        return self.vocab.tokenize_prompt(prompt, cfg.bos, cfg.parse_special)
 
     def chat_prompt(self, messages: Sequence[Message], **template_args: Any) -> str:
         """The prompt text the chat template makes of ``messages``."""
