@@ -226,7 +226,8 @@ def hub(model_path):
 
 def _localise(code: str, model_path: Path, tmp: Path, hub: Hub) -> str:
     code = _map_names(code)
-    code = re.sub(r'"(?:models/)?(?:llama|large|small|model|custom)\.gguf"', f'"{model_path}"', code)
+    # only the model files examples read; files they write ("custom.gguf", ...) stay in the scratch folder
+    code = re.sub(r'"(?:models/)?(?:llama|large|small|model)\.gguf"', f'"{model_path}"', code)
     code = code.replace('"https://example.com/model.gguf"', f'"{hub.endpoint}model.gguf"')
     code = code.replace('output_path="models/custom.gguf"', f'output_path="{tmp}/custom.gguf"')
     return code.replace('"~/.cache/cyllama/models"', f'"{tmp}/hub"')
@@ -234,6 +235,7 @@ def _localise(code: str, model_path: Path, tmp: Path, hub: Hub) -> str:
 
 def run_example(block: Block, model_path: Path, tmp: Path, hub: Hub, monkeypatch) -> dict:
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.chdir(tmp)  # examples write files by relative name
     monkeypatch.setenv("LLAMAPY_MODELS_DIR", str(tmp / "models"))
     # The reader's session: the names of earlier sections are at hand, plus the ones examples take as given.
     namespace: dict = {name: getattr(llamapy, name) for name in llamapy.__all__} | GIVEN
