@@ -117,5 +117,5 @@ def test_submission_from_other_threads(alone, model_path):
 
 def test_batch_generate_function(model_path, alone):
     out = batch_generate(["The capital of France is", "def fib(n):"], model_path=model_path, max_tokens=24,
-                         temperature=0, n_threads=2)
+                         temperature=0, repeat_penalty=1.0, n_threads=2)
     assert out == [alone("The capital of France is"), alone("def fib(n):")]

@@ -67,7 +67,7 @@ def test_missing_and_bad_model_files(tmp_path, model_path):
         Model.from_file(bad)
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(model_path.read_bytes()[: 3 << 20])
-    with pytest.raises(ModelLoadError, match="could not load"):
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
         Model.from_file(truncated)
 
 

@@ -134,6 +134,17 @@ def test_string_longer_than_the_file(tmp_path, n_words):
     rejects(path, f"the file ends inside element {n_words // 2} of 'test.words' (18446744073709551615 bytes needed")
 
 
+def test_megabyte_key_gives_a_short_message(tmp_path):
+    """Found by the fuzzer (a type tag rewritten, so a key length was read from the wrong bytes):
+    a key that claims hundreds of megabytes of junk is reported in one short line."""
+    junk = b"\x80" * 5_000_000  # not UTF-8
+    path = tmp_path / "key.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IqqQ", 3, 0, 1, len(junk)) + junk + struct.pack("<I", 99))
+    with pytest.raises(ModelLoadError, match=r"has an invalid type 99") as info:
+        validate_model_file(path)
+    assert len(str(info.value)) < 1000  # not five megabytes
+
+
 def test_duplicates_are_found_by_hash_and_confirmed(tmp_path):
     words = [f"tok{i}" for i in range(5000)] + ["tok4321"]
     g = GGUFFile.empty()

@@ -89,7 +89,7 @@ class LLM:
     def __init__(self, model_path: str | os.PathLike | None = None, config: GenerationConfig | None = None,
                  verbose: bool = False, *, chat_template: str | None = None, progress: bool = False,
                  draft_model: str | os.PathLike | Model | None = None, n_draft: int | None = None,
-                 speculative: Any = None, **settings: Any):
+                 speculative: Any = None, mmproj: str | os.PathLike | None = None, **settings: Any):
         self.config = (config or GenerationConfig()).replace(**settings)
         self.config.validate()
         if verbose:
@@ -101,6 +101,11 @@ class LLM:
         self.template = ChatTemplate.for_model(self.model, chat_template)
         self._spec: SpeculativeDecoder | None = make_speculator(self.model, draft_model, speculative, n_draft,
                                                                 self.config.n_gpu_layers)
+        self.mtmd = None  # the projector for images/audio in prompts (mmproj=...)
+        if mmproj is not None:
+            from ..mtmd import MtmdContext
+
+            self.mtmd = MtmdContext(mmproj, self.model, n_threads=self.config.n_threads)
         self.ctx: Context | None = None
         self._ctx_key: tuple | None = None
         self._cached: list[int] = []
@@ -115,6 +120,8 @@ class LLM:
             self.ctx.close()
         if self._spec is not None:
             self._spec.close()
+        if self.mtmd is not None:
+            self.mtmd.close()
         self.model.close()
 
     def __enter__(self) -> LLM:
@@ -205,11 +212,20 @@ class LLM:
     def _chat(self, messages: Sequence[Message], config: GenerationConfig | None, overrides: dict,
               stats: GenerationStats, on_token: OnToken | None = None) -> Iterator[str]:
         tools = overrides.pop("tools", None)
+        media: list = []
+        if any(isinstance(m, Mapping) and isinstance(m.get("content"), (list, tuple)) for m in messages):
+            from ..mtmd.media import flatten_messages  # content parts: text, image_url, input_audio, ...
+
+            marker = self.mtmd.marker if self.mtmd is not None else "<__media__>"
+            messages, media = flatten_messages(messages, marker)
         prompt = self.template.render(messages, add_generation_prompt=True, tools=tools)
+        if media:
+            overrides = {**overrides, "media": media}
         return self._start(prompt, config, overrides, stats, parse_special=True, on_token=on_token)
 
     def _start(self, prompt: str, config: GenerationConfig | None, overrides: dict, stats: GenerationStats,
                parse_special: bool | None, on_token: OnToken | None = None) -> Iterator[str]:
+        media = overrides.pop("media", None)  # images/audio for the prompt's media markers
         cfg = config or self.config
         cfg = cfg.replace(**overrides) if overrides else cfg
         cfg.validate()
@@ -218,7 +234,7 @@ class LLM:
         if self._active is not None:  # an abandoned stream: finish it so the cache is consistent
             self._active.close()
         ctx = self._context(cfg)
-        tokens = self.tokenize(prompt, cfg)
+        tokens = self._media_prompt(prompt, media, cfg) if media else self.tokenize(prompt, cfg)
         if not tokens:
             raise ValueError("the prompt is empty (no tokens): give some text, or set add_bos=True")
         if len(tokens) >= ctx.n_ctx:
@@ -229,7 +245,50 @@ class LLM:
         self._active = gen
         return gen
 
+    def _media_prompt(self, prompt: str, media: Sequence[Any], cfg: GenerationConfig) -> Any:
+        if self.mtmd is None:
+            from ..mtmd.errors import NoProjectorError
+
+            raise NoProjectorError(f"the prompt holds {len(media)} image/audio item(s) but no projector is loaded: "
+                                   f"LLM(model, mmproj='mmproj.gguf')")
+        from ..mtmd.prompt import MediaPrompt
+
+        return MediaPrompt(self.mtmd, prompt, media, add_special=cfg.bos is not False,
+                           parse_special=cfg.parse_special)
+
+    def _prefill_media(self, ctx: Context, prompt: Any, cfg: GenerationConfig, stats: GenerationStats) -> None:
+        keys = prompt.keys  # one per position: token ids, media content hashes
+        keep = _common_prefix(self._cached, keys)
+        if keep == len(keys):
+            keep -= 1
+        keep = prompt.resume_point(keep)
+        if not _can_resume(ctx, 0, keep):
+            keep = 0
+        if not ctx.memory.seq_rm(0, keep, -1):
+            ctx.memory.clear()
+            keep = 0
+        del self._cached[keep:]
+
+        def decode_text(tokens: list[int], pos0: int, last: bool) -> None:
+            for start in range(0, len(tokens), cfg.n_batch):
+                chunk = tokens[start:start + cfg.n_batch]
+                self._batch.clear()
+                self._batch.add_sequence(chunk, pos0 + start, 0,
+                                         "last" if last and start + len(chunk) == len(tokens) else "none")
+                ctx.decode(self._batch)
+
+        try:
+            decoded = prompt.decode(ctx, keep, 0, cfg.n_batch, decode_text)
+        except BaseException:
+            ctx.memory.seq_rm(0, keep, -1)
+            raise
+        self._cached.extend(keys[keep:])
+        stats.prompt_tokens = len(prompt)
+        stats.prompt_tokens_decoded = decoded
+
     def _prefill(self, ctx: Context, tokens: list[int], cfg: GenerationConfig, stats: GenerationStats) -> None:
+        if not isinstance(tokens, list):
+            return self._prefill_media(ctx, tokens, cfg, stats)
         keep = _common_prefix(self._cached, tokens)
         if keep == len(tokens):
             keep -= 1  # the last prompt token must be decoded again to get its logits
@@ -264,7 +323,8 @@ class LLM:
         try:
             t0 = time.perf_counter()
             self._prefill(ctx, tokens, cfg, stats)
-            spec = self._spec if self._spec is not None and self._spec.applies(cfg) else None
+            spec = self._spec if self._spec is not None and self._spec.applies(cfg) and isinstance(tokens, list) \
+                else None
             if spec is not None:
                 spec.begin(ctx, self._cached, cfg)
             stats.prompt_seconds = time.perf_counter() - t0

@@ -170,37 +170,38 @@ class GGUFLayout:
 
     def _parse_kv(self, pos: int, i: int) -> int:
         raw, pos = self._string(pos, "key_length", "the key of metadata entry {}", i)
-        key = raw.decode("utf-8", "surrogateescape")
+        # A corrupt length can make a "key" megabytes of junk: decode such a key the cheap way.
+        key = raw.decode("utf-8", "surrogateescape") if len(raw) <= 4096 else raw.decode("latin-1")
         if not key:
             raise self._error(f"metadata entry {i} has an empty key")
         if key in self.kv:
-            raise self._error(f"metadata key {key!r} appears twice")
-        self._need(pos, 4, "the type of {!r}", key)
+            raise self._error(f"metadata key {_show(key)} appears twice")
+        self._need(pos, 4, "the type of {}", _show(key))
         typ = item = _U32.unpack_from(self._map, pos)[0]
         self._fields.append((pos, 4, "type"))
         pos += 4
         count = 1
         if typ == ARRAY:
-            self._need(pos, 12, "the array header of {!r}", key)
+            self._need(pos, 12, "the array header of {}", _show(key))
             item, count = _ARRAY_HEAD.unpack_from(self._map, pos)
             self._fields += [(pos, 4, "item_type"), (pos + 4, 8, "count")]
             pos += 12
             if count > (self.size - pos) // (8 if item == STRING else _SCALAR[item].size if item in _SCALAR else 1):
-                raise self._error(f"{key!r} claims {count} elements, more than the rest of the file holds")
+                raise self._error(f"{_show(key)} claims {count} elements, more than the rest of the file holds")
         if item == STRING:
             if typ == ARRAY:
                 offsets, end = self._walk_strings(pos, count, key)
                 self._strings[key] = (offsets, end)
             else:
-                end = self._string(pos, "string_length", "the value of {!r}", key)[1]
+                end = self._string(pos, "string_length", "the value of {}", _show(key))[1]
         elif item in _SCALAR:
             width = _SCALAR[item].size
-            self._need(pos, width * count, "the value of {!r}", key)
+            self._need(pos, width * count, "the value of {}", _show(key))
             if typ != ARRAY:
                 self._fields.append((pos, width, "value"))
             end = pos + width * count
         else:
-            raise self._error(f"metadata key {key!r} has an invalid type {item}")
+            raise self._error(f"metadata key {_show(key)} has an invalid type {item}")
         self.kv[key] = KeyValue(key, typ, item, count, pos)
         return end
 
@@ -256,15 +257,15 @@ class GGUFLayout:
                 offsets = np.empty(left, dtype=np.int64)
                 for j in range(left):
                     offsets[j] = pos
-                    n = self._u64(pos, "element {} of {!r}", count - left + j, key)
-                    self._need(pos + 8, n, "element {} of {!r}", count - left + j, key)
+                    n = self._u64(pos, "element {} of {}", count - left + j, _show(key))
+                    self._need(pos + 8, n, "element {} of {}", count - left + j, _show(key))
                     pos += 8 + n
                 parts.append(offsets)
                 break
             found = _short_strings(self.bytes[pos:min(self.size, pos + left * per_item + 64)])
             if found is None:
-                n = self._u64(pos, "element {} of {!r}", count - left, key)
-                self._need(pos + 8, n, "element {} of {!r}", count - left, key)
+                n = self._u64(pos, "element {} of {}", count - left, _show(key))
+                self._need(pos + 8, n, "element {} of {}", count - left, _show(key))
                 parts.append(np.array([pos], dtype=np.int64))
                 pos, left, steps = pos + 8 + n, left - 1, steps + 1
                 continue
@@ -274,7 +275,7 @@ class GGUFLayout:
             consumed = int(ends[k - 1])
             per_item = max(16, consumed // k + 8)
             pos, left = pos + consumed, left - k
-            self._need(pos, 0, "{!r}", key)
+            self._need(pos, 0, "{}", _show(key))
         return (np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)), pos
 
     # -- values ------------------------------------------------------------------------
@@ -479,13 +480,23 @@ def _check_byte_tokens(layout: GGUFLayout, key: str) -> None:
 
 
 def _duplicate_token(layout: GGUFLayout, key: str, word: bytes, first: int, second: int) -> ModelLoadError:
-    return layout._error(f"{key} lists the token {word.decode('utf-8', 'replace')!r} twice (ids {first} and "
+    return layout._error(f"{key} lists the token {_show(word.decode('utf-8', 'replace'))} twice (ids {first} and "
                          f"{second}); llama.cpp would abort on this vocabulary")
 
 
 def _text(layout: GGUFLayout, key: str) -> str | None:
-    """A string value as llama.cpp reads it (a C string: up to the first zero byte), or None."""
-    return layout.get(key).split("\0", 1)[0] if _typed(layout, key, STRING) else None
+    """A string value as llama.cpp reads it (a C string: up to the first zero byte), or None.
+    Only its first 4 KiB are read: what the checks compare it with is shorter."""
+    if not _typed(layout, key, STRING):
+        return None
+    at = layout.kv[key].offset
+    n = min(_U64.unpack_from(layout._map, at)[0], 4096)
+    return layout._map[at + 8:at + 8 + n].split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _show(text: str, limit: int = 80) -> str:
+    """A name for a message, cut short if it is long (a corrupt length can make a key megabytes long)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _check_hparams(layout: GGUFLayout, overrides: Mapping[str, Any]) -> None:
@@ -533,7 +544,7 @@ def _check_hparams(layout: GGUFLayout, overrides: Mapping[str, Any]) -> None:
     scaling = _text(layout, key)
     scaling = overrides[key] if isinstance(overrides.get(key), str) else "linear" if scaling is None else scaling
     if scaling not in ROPE_SCALING_TYPES:
-        raise layout._error(f"{key} = {scaling!r} is not one of {', '.join(ROPE_SCALING_TYPES)}")
+        raise layout._error(f"{key} = {_show(scaling)} is not one of {', '.join(ROPE_SCALING_TYPES)}")
 
 
 _NOT_WEIGHT_TYPES = {lib.GGML_TYPE_I8, lib.GGML_TYPE_I16, lib.GGML_TYPE_I32, lib.GGML_TYPE_I64, lib.GGML_TYPE_F64}
