@@ -23,6 +23,25 @@ def speculative_options(fn: Callable) -> Callable:
     return fn
 
 
+def media_options(fn: Callable) -> Callable:
+    """--mmproj / --image: images (and audio) in the prompt through a multimodal projector."""
+    options = [
+        click.option("--mmproj", type=click.Path(dir_okay=False), help="multimodal projector (mmproj GGUF) for "
+                                                                        "images and audio"),
+        click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
+                     help="image or audio file for the prompt (repeatable; needs --mmproj)"),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def _media(o: dict) -> dict:
+    if o["images"] and not o["mmproj"]:
+        raise click.UsageError("--image needs a projector: add --mmproj FILE")
+    return {"mmproj": o["mmproj"]} if o["mmproj"] else {}
+
+
 def _speculation(o: dict) -> dict:
     draft = resolve_model(o["draft_model"]) if o["draft_model"] else None
     return dict(draft_model=draft, speculative=o["speculative"], n_draft=o["n_draft"])
@@ -32,6 +51,7 @@ def _speculation(o: dict) -> dict:
 @click.argument("prompt", required=False)
 @sampling_options
 @speculative_options
+@media_options
 @fail_cleanly
 def complete(prompt: str | None, **o: Any) -> None:
     """Continue PROMPT (or stdin when PROMPT is '-' or missing) and stream the text to stdout."""
@@ -40,9 +60,9 @@ def complete(prompt: str | None, **o: Any) -> None:
         if sys.stdin.isatty() and prompt is None:
             raise click.UsageError("give a prompt, or '-' to read it from stdin")
         prompt = sys.stdin.read()
-    with load(o, **_speculation(o)) as llm:
+    with load(o, **_speculation(o), **_media(o)) as llm:
         try:
-            for chunk in llm.stream(prompt):
+            for chunk in llm.stream(prompt, **({"media": list(o["images"])} if o["images"] else {})):
                 click.echo(chunk, nl=False)
                 sys.stdout.flush()
         except KeyboardInterrupt:
@@ -58,20 +78,23 @@ def complete(prompt: str | None, **o: Any) -> None:
               help="a Python function the model may call (repeatable); replies come from an agent")
 @sampling_options
 @speculative_options
+@media_options
 @fail_cleanly
 def chat(system: str | None, tools: tuple[str, ...], **o: Any) -> None:
     """Talk with a model. Interactive in a terminal; with piped stdin, answers it and exits.
 
     In the REPL: end a line with '\\' to continue it; /reset, /system TEXT, /save FILE,
-    /load FILE, /stats, /help, /exit. Ctrl-C stops the current reply.
+    /load FILE, /image PATH, /stats, /help, /exit. Ctrl-C stops the current reply.
     """
     from ..agent.session import AgentSession, load_function
     from ..generation.chat_session import ChatSession
 
     setup(o)
     functions = [load_function(t) for t in tools]  # a bad --tool fails before the model loads
-    with load(o, **_speculation(o)) as llm:
+    with load(o, **_speculation(o), **_media(o)) as llm:
         session = AgentSession(llm, functions, system) if tools else ChatSession(llm, system)
+        for path in o["images"]:
+            session.attach(path)
         if not sys.stdin.isatty():
             text = sys.stdin.read().strip()
             if not text:

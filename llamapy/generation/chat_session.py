@@ -16,6 +16,7 @@ HELP = """commands:
   /save FILE      save the conversation as JSON
   /load FILE      load a conversation saved with /save
   /stats          timing of the last reply
+  /image PATH     attach an image (or audio file) to your next message (needs --mmproj)
   /exit           leave (Ctrl-D works too)
 end a line with '\\' to continue on the next line; Ctrl-C stops a reply"""
 
@@ -27,14 +28,28 @@ class ChatSession:
         self.llm = llm
         self.system = system
         self.messages: list[dict[str, str]] = []
+        self.pending_media: list[str] = []  # attached to the next user message
         self.reset()
 
     def reset(self) -> None:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
 
+    def attach(self, path: str) -> None:
+        """Attach an image or audio file to the next message."""
+        if getattr(self.llm, "mtmd", None) is None:
+            raise ValueError("images need a projector: start with --mmproj FILE")
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        self.pending_media.append(str(Path(path).expanduser()))
+
     def ask(self, text: str) -> Iterator[str]:
         """Stream the reply to ``text``; the (possibly interrupted) reply joins the history."""
-        self.messages.append({"role": "user", "content": text})
+        if self.pending_media:
+            parts = [{"type": "image_url", "image_url": {"url": p}} for p in self.pending_media]
+            self.pending_media = []
+            self.messages.append({"role": "user", "content": [*parts, {"type": "text", "text": text}]})
+        else:
+            self.messages.append({"role": "user", "content": text})
         reply: list[str] = []
         try:
             for chunk in self.llm.chat(self.messages, stream=True):
@@ -100,6 +115,9 @@ class ChatSession:
             elif cmd == "/load" and arg:
                 self.load(arg)
                 click.echo(f"(loaded {len(self.messages)} messages from {arg})", err=True)
+            elif cmd == "/image" and arg:
+                self.attach(arg)
+                click.echo(f"(attached {arg} to your next message)", err=True)
             elif cmd == "/stats":
                 stats = self.llm.last_stats
                 click.echo(stats.summary() if stats else "(no reply yet)", err=True)

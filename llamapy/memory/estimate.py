@@ -334,8 +334,12 @@ def estimate_memory_usage(
     tensor_split: Sequence[float] | None = None,
     gpu_names: Sequence[str] | None = None,
     exact: bool = False,
+    mmproj: str | os.PathLike | None = None,
 ) -> MemoryEstimate:
     """Memory for a model with a context of ``n_ctx`` (None: the training context).
+
+    ``mmproj`` adds a multimodal projector: its weights and the compute buffer of one encode,
+    on the first GPU device when layers are offloaded (libmtmd uses the GPU), else the host.
 
     ``n_gpu_layers`` layers go to the GPU devices, split by ``tensor_split`` (default:
     evenly over ``gpu_names``). With ``exact=True`` llama.cpp sizes the buffers itself
@@ -346,8 +350,8 @@ def estimate_memory_usage(
     if exact:
         if isinstance(model_path, ModelShape):
             raise EstimateError("the exact mode needs the model file")
-        return _exact(model_path, n_ctx, n_batch, n_ubatch, n_gpu_layers, cache_type_k, cache_type_v or cache_type_k,
-                      n_seq_max, flash_attn, kv_unified)
+        return _with_projector(_exact(model_path, n_ctx, n_batch, n_ubatch, n_gpu_layers, cache_type_k,
+                                      cache_type_v or cache_type_k, n_seq_max, flash_attn, kv_unified), mmproj)
     shape = model_path if isinstance(model_path, ModelShape) else read_shape(model_path)
     n_ctx = n_ctx or shape.n_ctx_train or 4096
     type_v = cache_type_v or cache_type_k
@@ -378,8 +382,23 @@ def estimate_memory_usage(
     else:
         host.compute = graph
     total_share = sum(shares) or 1.0
-    return MemoryEstimate.of(shape.n_layer, ngl, n_ctx, devices, host, False,
-                             [s / total_share for s in shares] if devices else [])
+    return _with_projector(MemoryEstimate.of(shape.n_layer, ngl, n_ctx, devices, host, False,
+                                             [s / total_share for s in shares] if devices else []), mmproj)
+
+
+def _with_projector(est: MemoryEstimate, mmproj: str | os.PathLike | None) -> MemoryEstimate:
+    """``est`` plus a projector's weights and compute buffer (on the first GPU device when
+    layers are offloaded, else the host)."""
+    if mmproj is None:
+        return est
+    from ..mtmd.estimate import projector_memory
+
+    proj = projector_memory(mmproj)
+    target = est.devices[0] if est.devices and est.n_gpu_layers else est.host
+    target.weights += proj.weights
+    target.compute += proj.compute
+    return MemoryEstimate.of(est.layers, est.n_gpu_layers, est.n_ctx, est.devices, est.host, est.exact,
+                             est.tensor_split)
 
 
 def _exact(model_path: str | os.PathLike, n_ctx: int | None, n_batch: int, n_ubatch: int, n_gpu_layers: int,
