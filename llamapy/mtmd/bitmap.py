@@ -36,6 +36,22 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
+_DECODABLE = {"PNG", "JPEG", "GIF", "BMP", "WAV", "MP3", "FLAC"}
+
+
+def _decode_failure(data: bytes) -> str:
+    """Why the helper could not decode ``data``, in words a user can act on."""
+    kind = _sniff(data)
+    supported = f"supported: images {IMAGE_FORMATS}; audio {AUDIO_FORMATS}"
+    if kind in _DECODABLE:
+        return f"could not decode the {kind} data: it is corrupt or truncated"
+    if kind == "WebP":
+        return f"WebP is decoded through ffmpeg, which was not found on PATH: convert to PNG or JPEG ({supported})"
+    if kind is not None:
+        return f"{kind} is not a supported media format ({supported})"
+    return f"the data is not an image or audio format libmtmd can read ({supported})"
+
+
 class Bitmap(CObject):
     """An image (``nx`` x ``ny`` RGB pixels) or an audio clip (mono float samples).
 
@@ -94,7 +110,7 @@ class Bitmap(CObject):
         arr = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(-1))
         if arr.size == 0:
             raise MediaError("the audio clip is empty")
-        ptr = lib.mtmd_bitmap_init_from_audio(arr.size, ffi.from_buffer(arr))
+        ptr = lib.mtmd_bitmap_init_from_audio(arr.size, ffi.from_buffer("float[]", arr))
         if ptr == ffi.NULL:
             raise MediaError("libmtmd could not make an audio clip")
         self = cls._from_c(ptr)
@@ -116,11 +132,7 @@ class Bitmap(CObject):
                 lib.mtmd_bitmap_free(res.bitmap)
             raise MediaError("video input is not supported; give single frames as images")
         if res.bitmap == ffi.NULL:
-            kind = _sniff(data)
-            what = f"{kind} data" if kind else "data in a format it does not know"
-            detail = f" ({_ffi.last_error})" if _ffi.last_error else ""
-            raise MediaError(f"could not decode the media: {what}{detail}; supported: images "
-                             f"{IMAGE_FORMATS}; audio {AUDIO_FORMATS}")
+            raise MediaError(_decode_failure(data))
         return cls._from_c(res.bitmap)
 
     @classmethod

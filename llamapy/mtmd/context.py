@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,9 +36,22 @@ def _route_logs() -> None:
         _log_routed = True
 
 
-def _is_gguf(path: Path) -> bool:
+def _check_projector_file(path: Path) -> None:
+    """A clear error for files that are not projectors, before libmtmd reads them."""
+    from ..gguf import GGUFFile
+
     with open(path, "rb") as f:
-        return f.read(4) == b"GGUF"
+        if f.read(4) != b"GGUF":
+            raise ProjectorError(f"{path.name} is not a GGUF file (a projector is an mmproj-*.gguf file)")
+    try:
+        with GGUFFile.open(path) as g:
+            keys = g.keys()
+            arch = g.get("general.architecture", "?")
+    except Exception as e:  # noqa: BLE001 - an unreadable header is the same user error
+        raise ProjectorError(f"{path.name} is not a readable GGUF file: {e}") from None
+    if not any(k.startswith("clip.") for k in keys):
+        raise ProjectorError(f"{path.name} is not a projector (architecture {arch!r}, no clip.* keys): give the "
+                             f"mmproj file that goes with the model")
 
 
 class MtmdContext(CObject):
@@ -57,8 +71,7 @@ class MtmdContext(CObject):
         path = Path(mmproj_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no such projector file: {path}")
-        if not _is_gguf(path):
-            raise ProjectorError(f"{path.name} is not a GGUF file (a projector is an mmproj-*.gguf file)")
+        _check_projector_file(path)
         params = lib.mtmd_context_params_default()
         params.use_gpu = use_gpu
         params.n_threads = n_threads or default_threads()
@@ -83,9 +96,9 @@ class MtmdContext(CObject):
         _ffi.last_error_reset()
         ptr = lib.mtmd_init_from_file(str(path).encode(), model._ptr, params)
         if ptr == ffi.NULL:
-            detail = _ffi.last_error or "see the llamapy log (llamapy.set_verbose()) for details"
+            detail = re.sub(r"^(\w+: )?(error: )?", "", _ffi.last_error) or "see the log (llamapy.set_verbose())"
             if "mismatch between text model" in detail:
-                detail = (f"{detail.split(': ', 1)[-1]}: this projector was made for another text model "
+                detail = (f"{detail}: this projector was made for another text model "
                           f"(use the mmproj file published with {model.path.name if model.path else 'the model'})")
             raise ProjectorError(f"could not load the projector {path.name}: {detail}")
         self._own(ptr, lib.mtmd_free, model, keep=keep)
