@@ -199,6 +199,28 @@ def test_prompt_length_is_known_before_decoding(llm, assets):
     assert llm.ctx.memory.seq_pos_max(0) == before  # nothing was decoded
 
 
+# -- batching --------------------------------------------------------------------------------
+def test_batch_of_image_requests_matches_one_at_a_time(llm, model_path, assets):
+    from llamapy import BatchGenerator, BatchRequest
+
+    prompts = [("<__media__>Describe the image.", [assets["img1"]]),
+               ("Compare <__media__> and <__media__>:", [assets["img1"], assets["img2"]]),
+               ("A prompt with no image.", None)]
+    expected = [llm.generate(p, media=m, max_tokens=6) if m else llm.generate(p, max_tokens=6) for p, m in prompts]
+    settings = {k: v for k, v in SETTINGS.items() if k not in ("n_ctx", "n_threads", "max_tokens")}
+    with BatchGenerator(model_path, n_ctx=512, n_seq_max=3, n_threads=2, mmproj=assets["proj"], max_tokens=6,
+                        **settings) as gen:
+        responses = gen.generate_responses([BatchRequest(i, p, media=m) for i, (p, m) in enumerate(prompts)])
+        assert [r.response for r in responses] == expected
+        assert [r.error for r in responses] == [None] * 3
+        assert responses[1].stats.prompt_tokens > 2 * N_IMAGE_TOKENS
+        bad = gen.generate_responses([BatchRequest("end", "<__media__>", media=[assets["img1"]])])[0]
+        assert bad.finish_reason == "error" and "end with text" in str(bad.error)
+    with BatchGenerator(model_path, n_ctx=256, n_seq_max=1, n_threads=2) as plain:
+        refused = plain.generate_responses([BatchRequest(0, "<__media__>Hi", media=[assets["img1"]])])[0]
+        assert type(refused.error).__name__ == "NoProjectorError"
+
+
 # -- the reference API -----------------------------------------------------------------------
 def test_reference_multimodal_example_runs(model_path, assets, tmp_path, monkeypatch):
     from llamapy import LlamaContext, LlamaModel

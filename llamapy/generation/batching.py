@@ -47,6 +47,7 @@ class BatchRequest:
     json_schema: dict | None = None
     config: GenerationConfig | None = None
     on_event: Callable[[BatchEvent], None] | None = None  # called in the generator's thread with each event
+    media: Sequence[Any] | None = None  # images/audio for the prompt's media markers (needs mmproj=)
 
     def settings(self, base: GenerationConfig) -> GenerationConfig:
         cfg = self.config or base
@@ -102,6 +103,8 @@ class _Slot:
     pending: int = 0  # prompt tokens in the batch being decoded
     share: tuple[_Slot, int] | None = None  # (source, prefix length) to copy once the source has it
     logprobs_sent: int = 0  # stats.logprobs already attached to events
+    media: Any = None  # the MediaPrompt of a prompt with images/audio (tokens are then its position keys)
+    error: Exception | None = None
 
     @property
     def prefilling(self) -> bool:
@@ -119,7 +122,7 @@ class BatchGenerator:
     def __init__(self, model_path: str | os.PathLike | None = None, batch_size: int = 512, n_ctx: int = 2048,
                  n_gpu_layers: int | None = 99, verbose: bool = False, *, n_seq_max: int = 8,
                  n_batch: int | None = None, n_threads: int | None = None, config: GenerationConfig | None = None,
-                 **settings: Any):
+                 mmproj: str | os.PathLike | None = None, **settings: Any):
         self.config = (config or GenerationConfig()).replace(**({"n_gpu_layers": n_gpu_layers} | settings))
         self.config.validate()
         if verbose:
@@ -136,6 +139,11 @@ class BatchGenerator:
         self.n_batch = self.ctx.n_batch
         self.n_ctx_seq = self.ctx.n_ctx_seq
         self._batch = Batch(self.n_batch, n_seq_max=n_seq_max)
+        self.mtmd = None  # the projector for images/audio in prompts (mmproj=...)
+        if mmproj is not None:
+            from ..mtmd import MtmdContext
+
+            self.mtmd = MtmdContext(mmproj, self.model, n_threads=n_threads)
         self._free = list(range(n_seq_max))  # least recently used first
         self._kept: dict[int, list[int]] = {}  # tokens a free sequence still holds in the cache
         self._slots: dict[int, _Slot] = {}
@@ -233,6 +241,8 @@ class BatchGenerator:
     def close(self) -> None:
         self.stop()
         self.ctx.close()
+        if self.mtmd is not None:
+            self.mtmd.close()
         self.model.close()
 
     def __enter__(self) -> BatchGenerator:
@@ -315,9 +325,11 @@ class BatchGenerator:
                 request, future = self._waiting.popleft()
             try:
                 cfg = request.settings(self.config)
-                tokens = self._tokenize(request.prompt, cfg)
-                if len(tokens) >= self.n_ctx_seq:
-                    raise PromptTooLongError(f"the prompt has {len(tokens)} tokens but each sequence holds "
+                media = self._media_prompt(request, cfg) if request.media else None
+                tokens = list(media.keys) if media is not None else self._tokenize(request.prompt, cfg)
+                n_cells = len(media) if media is not None else len(tokens)
+                if n_cells >= self.n_ctx_seq:
+                    raise PromptTooLongError(f"the prompt has {n_cells} tokens but each sequence holds "
                                              f"{self.n_ctx_seq} (n_ctx / n_seq_max)")
                 sampler = cfg.sampler(self.model)
             except (LlamaError, ValueError) as e:
@@ -327,10 +339,39 @@ class BatchGenerator:
             stats = GenerationStats(prompt_tokens=len(tokens))
             now = time.perf_counter()
             slot = _Slot(seq, request, cfg, sampler, tokens, reused, TokenStream(self.vocab, cfg, stats, t0=now),
-                         future, now)
+                         future, now, media=media)
             stats.prompt_tokens_decoded = len(tokens) - reused
             self._share_prefix(slot)
             self._slots[seq] = slot
+
+    def _media_prompt(self, request: BatchRequest, cfg: GenerationConfig) -> Any:
+        from ..mtmd.errors import NoProjectorError
+        from ..mtmd.prompt import MediaPrompt
+
+        if self.mtmd is None:
+            raise NoProjectorError("the request holds images/audio but no projector is loaded: "
+                                   "BatchGenerator(model, mmproj='mmproj.gguf')")
+        prompt = MediaPrompt(self.mtmd, request.prompt, request.media, add_special=cfg.bos is not False,
+                             parse_special=cfg.parse_special)
+        if not prompt.ends_with_text:
+            raise ValueError("a batched prompt must end with text after its last image or audio item")
+        return prompt
+
+    def _media_text(self, slot: _Slot, room: int) -> list[int]:
+        """Decode (through libmtmd) the media items next in ``slot``'s prompt, then give the
+        text tokens up to the next media item (at most ``room``)."""
+        from ..mtmd.chunks import ChunkType
+
+        prompt = slot.media
+        while slot.prefilling:
+            first, n, chunk = prompt.span_at(slot.n_past)
+            if chunk.type == ChunkType.TEXT:
+                return slot.tokens[slot.n_past:min(first + n, slot.n_past + room)]
+            if slot.n_past != first:  # a reused prefix ended inside the item: redo it whole
+                self.ctx.memory.seq_rm(slot.seq, first, -1)
+            self.mtmd.eval(self.ctx, chunk, n_past=first, seq_id=slot.seq, n_batch=self.n_batch, logits_last=False)
+            slot.n_past = first + n
+        return []
 
     def _tokenize(self, prompt: str, cfg: GenerationConfig) -> list[int]:
         tokens = self.vocab.tokenize_prompt(prompt, cfg.bos, cfg.parse_special)
@@ -395,14 +436,23 @@ class BatchGenerator:
             if not slot.prefilling and slot.last is not None:
                 slot.logit_index = len(batch)
                 batch.add(slot.last, slot.n_past, slot.seq, logits=True)
-        for slot in self._slots.values():  # then prompt chunks in the room that is left
+        for slot in list(self._slots.values()):  # then prompt chunks in the room that is left
             room = self.n_batch - len(batch)
             if room <= 0:
                 break
             if slot.share is not None and not self._take_shared_prefix(slot):
                 continue
-            if slot.prefilling:
+            if slot.prefilling and slot.media is not None:
+                try:
+                    chunk = self._media_text(slot, room)
+                except LlamaError as e:  # this request fails; the others go on
+                    slot.error = e
+                    slot.out.finish_with("error")
+                    self._release(slot)
+                    continue
+            elif slot.prefilling:
                 chunk = slot.tokens[slot.n_past: slot.n_past + room]
+            if slot.prefilling:
                 ends = slot.n_past + len(chunk) == len(slot.tokens)
                 batch.add_sequence(chunk, slot.n_past, slot.seq, "last" if ends else "none")
                 slot.logit_index = len(batch) - 1 if ends else -1
@@ -455,7 +505,7 @@ class BatchGenerator:
         elapsed = time.perf_counter() - slot.started
         stats.generation_seconds = elapsed - stats.prompt_seconds
         response = BatchResponse(slot.request.id, slot.request.prompt, "".join(slot.text), stats.completion_tokens,
-                                 elapsed, stats.finish_reason, stats)
+                                 elapsed, stats.finish_reason, stats, slot.error)
         slot.future.set_result(response)
         self._emit(slot.request, BatchEvent(slot.request.id, "", True, stats, logprobs=self._new_logprobs(slot)))
 

@@ -54,6 +54,17 @@ class MediaPrompt:
     def n_media_tokens(self) -> int:
         return self.chunks.n_media_tokens
 
+    def span_at(self, pos: int) -> tuple[int, int, Any]:
+        """(first position, n_pos, chunk) of the chunk holding position ``pos``."""
+        for span in self.spans:
+            if span[0] <= pos < span[0] + span[1]:
+                return span
+        raise IndexError(f"position {pos} is past the prompt ({self.n_pos} positions)")
+
+    @property
+    def ends_with_text(self) -> bool:
+        return bool(self.spans) and self.spans[-1][2].type == ChunkType.TEXT
+
     def resume_point(self, keep: int) -> int:
         """The position to resume decoding from, given ``keep`` positions already cached:
         never inside a media item (it is encoded and decoded whole)."""
