@@ -221,6 +221,38 @@ def test_batch_of_image_requests_matches_one_at_a_time(llm, model_path, assets):
         assert type(refused.error).__name__ == "NoProjectorError"
 
 
+# -- the server ------------------------------------------------------------------------------
+def test_server_takes_image_parts(model_path, assets):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from llamapy import LLM
+    from llamapy.server import ServerLauncher
+
+    data_url = "data:image/png;base64," + base64.b64encode(assets["img1"].read_bytes()).decode()
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Describe the image."},
+                                             {"type": "image_url", "image_url": {"url": data_url}}]}]
+    body = {"messages": messages, "temperature": 0, "max_tokens": 6}
+    with LLM(model_path, mmproj=assets["proj"], n_ctx=1024, n_threads=2, temperature=0, repeat_penalty=1.0,
+             add_bos=None, max_tokens=6) as local:
+        expected = local.chat(messages)
+    with ServerLauncher(model_path, port=0, server_binary="llamapy", n_parallel=2, n_ctx=2048, n_threads=2,
+                        extra_args=["--log-level", "warning", "--mmproj", str(assets["proj"])]) as server, \
+            httpx.Client(base_url=server.url, timeout=120) as http:
+        r = http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["choices"][0]["message"]["content"] == expected
+        assert answer["usage"]["prompt_tokens"] > N_IMAGE_TOKENS
+        file_part = {"type": "image_url", "image_url": {"url": assets["img1"].as_uri()}}
+        r = http.post("/v1/chat/completions", json={**body, "messages": [
+            {"role": "user", "content": [messages[0]["content"][0], file_part]}]})
+        assert r.status_code == 400 and "data: URL" in r.json()["error"]["message"], r.text  # no file reads
+        junk = base64.b64encode(b"\x89PNG\r\n\x1a\njunk").decode()
+        broken = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + junk}}
+        r = http.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": [broken]}]})
+        assert r.status_code == 400 and "PNG" in r.json()["error"]["message"], r.text
+
+
 # -- the reference API -----------------------------------------------------------------------
 def test_reference_multimodal_example_runs(model_path, assets, tmp_path, monkeypatch):
     from llamapy import LlamaContext, LlamaModel

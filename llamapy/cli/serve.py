@@ -38,6 +38,8 @@ def _loopback(host: str) -> bool:
               help="seconds in-flight requests may run on after SIGTERM/Ctrl-C before they are cancelled")
 @click.option("--embedding-model", help="GGUF embedding (or reranking) model or catalog name for /v1/embeddings "
                                         "(/v1/rerank)")
+@click.option("--mmproj", type=click.Path(dir_okay=False), help="multimodal projector (mmproj GGUF): image parts "
+                                                                 "in chat messages")
 @click.option("--temp", "--temperature", "temperature", type=float, default=0.8, show_default=True,
               help="default when a request has none")
 @click.option("--top-k", type=int, default=40, show_default=True)

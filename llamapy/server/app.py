@@ -90,6 +90,24 @@ class _ClientGone(Exception):
     """The client closed its connection before the answer was ready."""
 
 
+def _chat_prompt_with_media(engine: Engine, messages: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """The prompt of a conversation and the images/audio of its content parts, in order."""
+    from ..mtmd.media import flatten_messages, has_media
+
+    if not has_media(messages):
+        return proto.chat_prompt(engine.template, messages), []
+    gen = engine.require_ready()
+    if gen.mtmd is None:
+        raise RequestError("this server takes text only: start it with --mmproj FILE for image parts", "messages")
+    flat, media = flatten_messages(messages, gen.mtmd.marker)
+    for part in media:  # a client must not make the server read its files: data: URLs only
+        url = part.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        if part.get("type") != "input_audio" and not (isinstance(url, str) and url.startswith("data:")):
+            raise RequestError("images must be sent as data: URLs (data:image/png;base64,...)", "messages")
+    return proto.chat_prompt(engine.template, flat), media
+
+
 async def _race_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await ``work`` unless the client disconnects first (then raise _ClientGone)."""
 
@@ -198,8 +216,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
                 raise RequestError("response_format cannot be combined with a forced tool call", "response_format")
             prompt, cfg = tools.prompt, cfg.replace(**tools.settings)
         else:
-            prompt = proto.chat_prompt(engine.template, req["messages"])
-        sub = engine.submit([(prompt, cfg)])
+            prompt, media = _chat_prompt_with_media(engine, req["messages"])
+        sub = engine.submit([(prompt, cfg, media)] if media else [(prompt, cfg)])
         rid, created, model = proto.new_id("chatcmpl"), int(time.time()), settings.model_name
         try:
             first = await _race_disconnect(request, sub.next())

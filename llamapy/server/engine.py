@@ -98,7 +98,8 @@ class Engine:
         try:
             offload = {} if s.n_gpu_layers is None else {"n_gpu_layers": s.n_gpu_layers}
             gen = BatchGenerator(s.model_path, n_ctx=s.n_ctx // s.n_parallel, n_seq_max=s.n_parallel,
-                                 n_batch=s.n_batch, n_threads=s.n_threads, config=s.defaults, **offload)
+                                 n_batch=s.n_batch, n_threads=s.n_threads, config=s.defaults, mmproj=s.mmproj,
+                                 **offload)
             self.template = ChatTemplate.for_model(gen.model, s.chat_template)
             if s.embedding_model is not None:
                 self.embedder = _load_embedder(s)
@@ -147,8 +148,9 @@ class Engine:
         return self.generator
 
     # -- requests ------------------------------------------------------------------------
-    def submit(self, jobs: Sequence[tuple[str, GenerationConfig]]) -> Submission:
-        """Queue the prompts of one call (in the running event loop)."""
+    def submit(self, jobs: Sequence[tuple[Any, ...]]) -> Submission:
+        """Queue the prompts of one call (in the running event loop): (prompt, config) or
+        (prompt, config, media) tuples."""
         gen = self.require_ready()
         s = self.settings
         sub = Submission(self, len(jobs))
@@ -162,8 +164,9 @@ class Engine:
                 self._tracks[rid] = _Track(index, sub)
                 sub.ids.append(rid)
                 tracks.append(rid)
-        for rid, (prompt, cfg) in zip(tracks, jobs):
-            gen.submit(BatchRequest(rid, prompt, config=cfg, on_event=self._on_event))
+        for rid, (prompt, cfg, *media) in zip(tracks, jobs):
+            gen.submit(BatchRequest(rid, prompt, config=cfg, on_event=self._on_event,
+                                    media=media[0] if media else None))
         return sub
 
     def cancel(self, rid: int) -> None:

@@ -66,6 +66,8 @@ class ResponseFormat(_Request):
 class ContentPart(_Request):
     type: str
     text: Optional[str] = None
+    image_url: Optional[Union[str, dict[str, Any]]] = None  # with --mmproj: file://, data: URLs
+    input_audio: Optional[dict[str, Any]] = None  # with --mmproj and an audio projector: base64 data
 
 
 class FunctionCall(_Request):

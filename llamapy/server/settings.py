@@ -34,6 +34,7 @@ class ServerSettings:
     max_tokens_limit: int | None = None  # None: a slot's context
     max_request_bytes: int = 8 * 1024 * 1024
     embedding_model: str | os.PathLike | None = None
+    mmproj: str | os.PathLike | None = None  # a multimodal projector: image parts in chat messages
     graceful_shutdown_s: float = 10.0
     defaults: GenerationConfig = field(default_factory=lambda: SERVER_DEFAULTS)
 
