@@ -84,6 +84,10 @@ class LLM:
     Speculative decoding (same output, several tokens per decode when drafts hit):
     ``draft_model=`` a smaller model with the same vocabulary, or ``speculative="ngram"`` to
     draft from the text so far; ``n_draft`` caps the draft length, which adapts to what pays.
+
+    Images and audio: ``mmproj=`` a projector file; chat messages may then hold OpenAI content
+    parts (``image_url`` with file:// or data: URLs, raw bytes, numpy arrays, PIL images), and
+    completions take ``media=[...]`` for the prompt's ``<__media__>`` markers (llamapy.mtmd).
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, config: GenerationConfig | None = None,
