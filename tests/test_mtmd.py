@@ -346,6 +346,12 @@ attempt("bad array", lambda: mctx.load(__import__("numpy").zeros((4, 4, 2), dtyp
 attempt("markers", lambda: mctx.tokenize("<__media__> and <__media__>", [image]))
 from llamapy.mtmd import Bitmap
 attempt("audio without encoder", lambda: mctx.tokenize("<__media__>", [Bitmap.from_audio([0.0] * 16000)]))
+import base64, io, wave
+wav = io.BytesIO()
+with wave.open(wav, "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(b"\x00\x01" * 16000)
+part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav.getvalue()).decode(), "format": "wav"}}
+attempt("wav without encoder", lambda: mctx.load(part))
 llm = LLM(model_path, n_ctx=256, n_threads=1, max_tokens=2)
 msg = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}},
                                     {"type": "text", "text": "Hi"}]}]
@@ -372,6 +378,7 @@ def test_bad_inputs_are_clear_errors_not_crashes(model_path, assets):
     assert "TIFF" in r["tiff"][1] and "not a supported" in r["tiff"][1]
     assert "corrupt or truncated" in r["truncated png"][1] and "PNG" in r["truncated png"][1]
     assert "ffprobe" not in r["garbage"][1]
+    assert r["wav without encoder"][0] == "MediaError" and "no audio encoder" in r["wav without encoder"][1]
     assert r["missing image"][0] == "FileNotFoundError"
     assert r["bad data url"][0] in ("MediaError",), r["bad data url"]
     assert r["no projector"][0] == "NoProjectorError" and "mmproj" in r["no projector"][1]

@@ -39,10 +39,12 @@ def _sniff(data: bytes) -> str | None:
 _DECODABLE = {"PNG", "JPEG", "GIF", "BMP", "WAV", "MP3", "FLAC"}
 
 
-def _decode_failure(data: bytes) -> str:
+def _decode_failure(data: bytes, audio_ok: bool) -> str:
     """Why the helper could not decode ``data``, in words a user can act on."""
     kind = _sniff(data)
     supported = f"supported: images {IMAGE_FORMATS}; audio {AUDIO_FORMATS}"
+    if kind in ("WAV", "MP3", "FLAC") and not audio_ok:
+        return f"{kind} audio was given, but the projector has no audio encoder"
     if kind in _DECODABLE:
         return f"could not decode the {kind} data: it is corrupt or truncated"
     if kind == "WebP":
@@ -132,7 +134,7 @@ class Bitmap(CObject):
                 lib.mtmd_bitmap_free(res.bitmap)
             raise MediaError("video input is not supported; give single frames as images")
         if res.bitmap == ffi.NULL:
-            raise MediaError(_decode_failure(data))
+            raise MediaError(_decode_failure(data, mctx.supports_audio))
         return cls._from_c(res.bitmap)
 
     @classmethod

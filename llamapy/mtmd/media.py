@@ -68,9 +68,10 @@ def load_media(mctx: MtmdContext, source: Any) -> Bitmap:
         value = source.get(key)
         if kind in ("input_audio", "audio") and isinstance(value, Mapping) and "data" in value:
             try:
-                return Bitmap.from_bytes(mctx, base64.b64decode(value["data"]))
+                data = base64.b64decode(value["data"])
             except (binascii.Error, ValueError, TypeError) as e:
                 raise MediaError(f"the audio part's base64 data does not decode: {e}") from None
+            return Bitmap.from_bytes(mctx, data)
         if isinstance(value, Mapping):
             value = value.get("url", value.get("data"))
         if value is None:
