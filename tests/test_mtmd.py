@@ -314,6 +314,36 @@ def test_cli_complete_and_chat_with_images(llm, model_path, assets):
     assert proc.returncode != 0 and "--mmproj" in proc.stderr
 
 
+def test_chat_repl_attaches_images(llm, model_path, assets, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "TERM": "dumb"}
+    args = ["-m", "llamapy.cli", "chat", "-m", str(model_path), "--mmproj", str(assets["proj"]), "-t", "0", "-n", "6",
+            "--threads", "2", "--ctx", "1024"]
+    # timeout: a guard so that a broken REPL fails the test instead of hanging it
+    child = pexpect.spawn(sys.executable, args, env=env, encoding="utf-8", timeout=600, dimensions=(40, 200))
+    try:
+        child.expect_exact("> ")
+        child.sendline(f"/image {assets['img1']}")
+        child.expect_exact("(attached")
+        child.sendline(f"/image {tmp_path / 'missing.png'}")
+        child.expect_exact("error: no such file")
+        child.sendline("Describe the image.")
+        child.expect_exact("Describe the image.")  # the terminal's echo
+        child.expect_exact("> ")
+        reply = child.before.strip()
+        child.sendline(f"/save {tmp_path / 'conv.json'}")
+        child.expect_exact("(saved to")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    messages = [{"role": "user", "content": [image_part(assets["img1"]),
+                                             {"type": "text", "text": "Describe the image."}]}]
+    assert reply == llm.chat(messages, max_tokens=6).strip()
+    saved = json.loads((tmp_path / "conv.json").read_text())["messages"]
+    assert saved[0]["content"][0]["type"] == "image_url" and saved[0]["content"][1]["text"] == "Describe the image."
+
+
 # -- bad input ------------------------------------------------------------------------------
 BAD_INPUTS = r"""
 import json, sys
