@@ -344,6 +344,46 @@ def test_chat_repl_attaches_images(llm, model_path, assets, tmp_path):
     assert saved[0]["content"][0]["type"] == "image_url" and saved[0]["content"][1]["text"] == "Describe the image."
 
 
+LIFETIMES = r"""
+import gc, sys
+from llamapy import Context, Model
+from llamapy.mtmd import MtmdContext
+model_path, proj, image = sys.argv[1:4]
+model = Model.from_file(model_path)
+mctx = MtmdContext(proj, model, n_threads=1)
+ctx = Context(model, n_ctx=128, n_threads=1)
+chunks = mctx.tokenize("<__media__>hi", [image])
+image_chunk = chunks[0]
+del chunks
+gc.collect()
+other = MtmdContext(proj, model, n_threads=1)
+model.close()  # the projectors and the context keep what they need
+assert mctx.eval(ctx, image_chunk) == 16
+assert mctx.encode(image_chunk).shape == (16, 576)
+try:
+    other.eval(ctx, image_chunk)
+    raise SystemExit("chunks of another context were accepted")
+except ValueError as e:
+    assert "another MtmdContext" in str(e)
+mctx.close(); mctx.close()
+try:
+    mctx.tokenize("x")
+    raise SystemExit("a closed context tokenized")
+except Exception as e:
+    assert type(e).__name__ == "ClosedError", e
+print(image_chunk.n_tokens, image_chunk.chunks.n_tokens)
+del mctx, other, ctx, image_chunk
+gc.collect()
+print("ok")
+"""
+
+
+def test_lifetimes(model_path, assets):
+    proc = run_python(LIFETIMES.replace("sys.argv[1:4]", repr([str(model_path), str(assets["proj"]),
+                                                               str(assets["img1"])])))
+    assert proc.returncode == 0 and proc.stdout.split() == ["16", "17", "ok"], proc.stdout + proc.stderr[-2000:]
+
+
 # -- bad input ------------------------------------------------------------------------------
 BAD_INPUTS = r"""
 import json, sys

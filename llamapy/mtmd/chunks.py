@@ -29,6 +29,7 @@ class InputChunk(CObject):
     def _from_c(cls, ptr: Any, parent: InputChunks) -> InputChunk:
         self = cls.__new__(cls)
         self._own(ptr, None, parent)
+        self.chunks = parent
         return self
 
     @property
@@ -69,6 +70,7 @@ class InputChunks(CObject):
         if ptr == ffi.NULL:
             raise MemoryError("mtmd_input_chunks_init failed")
         self._own(ptr, lib.mtmd_input_chunks_free)
+        self._maker: Any = None  # a weak reference to the handle of the MtmdContext that made them
 
     def __len__(self) -> int:
         return int(lib.mtmd_input_chunks_size(self._ptr))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -105,6 +106,7 @@ class MtmdContext(CObject):
         del keep
         self.model = model
         self.path = path
+        self._n_embd = model.n_embd_inp
         self._lock = threading.Lock()  # libmtmd's encode/eval helpers are not thread-safe per context
 
     @classmethod
@@ -172,18 +174,27 @@ class MtmdContext(CObject):
             detail = f" ({_ffi.last_error})" if _ffi.last_error else ""
             raise MediaError(f"libmtmd could not preprocess the media{detail}")
         chunks._media = bitmaps  # the chunks refer to the bitmaps' ids; keep them with the chunks
+        chunks._maker = weakref.ref(self._h)
         return chunks
+
+    def _check_maker(self, chunks: InputChunks | InputChunk) -> None:
+        """Media chunks are preprocessed for one projector: refuse those of another."""
+        owner = chunks.chunks if isinstance(chunks, InputChunk) else chunks
+        maker = owner._maker() if owner._maker is not None else None
+        if maker is not self._h:
+            raise ValueError("these chunks were tokenized by another MtmdContext: tokenize with this one")
 
     def encode(self, chunk: InputChunk) -> np.ndarray:
         """The embeddings of one media chunk: an (n_tokens, n_embd) float32 copy."""
         if chunk.type == ChunkType.TEXT:
             raise ValueError("text chunks have no media to encode")
+        self._check_maker(chunk)
         with self._lock:
             rc = lib.mtmd_encode_chunk(self._ptr, chunk._ptr)
             if rc != 0:
                 raise MediaError(f"libmtmd could not encode the {chunk.type.name.lower()} (code {rc})")
             n = chunk.n_tokens
-            width = self.model.n_embd_inp
+            width = self._n_embd
             p = lib.mtmd_get_output_embd(self._ptr)
             return np.frombuffer(ffi.buffer(p, n * width * 4), dtype=np.float32).reshape(n, width).copy()
 
@@ -195,8 +206,9 @@ class MtmdContext(CObject):
 
         Raises PromptTooLongError, before decoding anything, when they do not fit.
         """
-        if ctx.model._h is not self.model._h:
+        if ctx._h.parents[0] is not self._h.parents[0]:  # the model handles (alive even if closed)
             raise ValueError("the context belongs to another model than the projector was loaded for")
+        self._check_maker(chunks)
         if n_past is None:
             n_past = ctx.memory.seq_pos_max(seq_id) + 1
         n_tokens = chunks.n_tokens
