@@ -15,13 +15,15 @@ from .bitmap import AUDIO_FORMATS, IMAGE_FORMATS, Bitmap
 from .chunks import ChunkType, InputChunk, InputChunks
 from .context import MtmdContext
 from .errors import MediaError, MtmdError, NoProjectorError, ProjectorError
+from .estimate import ProjectorMemory, projector_memory
 from .media import flatten_messages, has_media, load_media
 from .multimodal import LlavaImageEmbed, Projector, load_mmproj, process_image
+from .prompt import MediaPrompt
 
 __all__ = [
     "MtmdContext", "Bitmap", "InputChunks", "InputChunk", "ChunkType",
     "MtmdError", "ProjectorError", "MediaError", "NoProjectorError",
-    "load_media", "flatten_messages", "has_media",
+    "load_media", "flatten_messages", "has_media", "MediaPrompt", "ProjectorMemory", "projector_memory",
     "Projector", "LlavaImageEmbed", "load_mmproj", "process_image",
     "IMAGE_FORMATS", "AUDIO_FORMATS",
 ]

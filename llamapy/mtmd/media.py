@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from urllib.parse import unquote, urlparse
 
