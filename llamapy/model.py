@@ -245,6 +245,15 @@ class Model(CObject):
             raise interrupt
         return self
 
+    def close(self) -> None:
+        """Free the model now (or when its last context goes). A model on RPC servers closes
+        its vocab too, so that the servers' memory and connections are released at once
+        rather than whenever the garbage collector finds the last reference."""
+        if self.rpc_servers and getattr(self, "_vocab", None) is not None:
+            self._vocab.close()
+            self._vocab = None
+        super().close()
+
     # -- RPC servers -------------------------------------------------------------------
     def check_servers(self) -> None:
         """Raise RPCError if an RPC server holding part of the model went away (no-op without)."""

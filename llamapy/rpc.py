@@ -214,8 +214,8 @@ def check_server(endpoint: str, timeout: float = CHECK_TIMEOUT_S) -> ServerInfo:
     fd = _find_held(ep)
     if fd is not None:
         if not _held_alive(fd):
-            raise RPCError(f"RPC server {ep} went away (its connection is closed): restart it, "
-                           f"then load the model again", ep)
+            raise RPCError(f"RPC server {ep} went away (it closed the connection this process holds); "
+                           f"ggml cannot reconnect, so restart the server and then this program", ep)
         return ServerInfo(ep, None, None)
     host, port = split_endpoint(ep)
     t0 = time.monotonic()
@@ -438,17 +438,18 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, devices: Sequence[s
         signal.signal(sig, lambda *_: stop.set())
     thread.start()
     deadline = time.monotonic() + 30
-    while thread.is_alive() and not stop.is_set():
+    ready = False
+    while not ready and thread.is_alive() and not stop.is_set() and time.monotonic() < deadline:
         try:
-            check_server(endpoint, timeout=1.0)
-            break
+            check_server(endpoint, timeout=5.0)
+            ready = True
         except RPCError:
-            if time.monotonic() > deadline:
-                break
             stop.wait(0.05)
     names = [ffi.string(lib.ggml_backend_dev_name(d)).decode() for d in devs]
-    if thread.is_alive() and not stop.is_set() and on_ready is not None:
+    if ready and on_ready is not None:
         on_ready(endpoint, names)
+    elif thread.is_alive() and not stop.is_set():
+        logger.warning("rpc-server on %s does not answer its own handshake", endpoint)
     while thread.is_alive() and not stop.is_set():
         stop.wait(0.5)
     return 0 if stop.is_set() else 1
