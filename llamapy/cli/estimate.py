@@ -54,12 +54,20 @@ def estimate(model: str | None, vram: str | None, n_ctx: int | None, cache_type:
 
 
 @main.command("info")
-def info() -> None:
-    """Show the llama.cpp build, its backends and the devices it sees."""
+@rpc_option
+@fail_cleanly
+def info(rpc: str | None) -> None:
+    """Show the llama.cpp build, its backends and the devices it sees (with --rpc, remote ones too)."""
     from .. import backends, llama_cpp_version, system_info
+
+    if rpc:
+        from ..rpc import add_servers
+
+        add_servers(rpc)
 
     click.echo(f"llamapy {__version__} on {llama_cpp_version()}")
     click.echo(system_info())
     for d in backends():
-        click.echo(f"  [{d.index}] {d.name} ({d.type}): {d.description}, "
+        where = ", remote" if d.endpoint else ""
+        click.echo(f"  [{d.index}] {d.name} ({d.type}{where}): {d.description}, "
                    f"{d.memory_free / 2**30:.1f} / {d.memory_total / 2**30:.1f} GiB free")
