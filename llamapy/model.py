@@ -258,9 +258,9 @@ class Model(CObject):
     def check_servers(self) -> None:
         """Raise RPCError if an RPC server holding part of the model went away (no-op without)."""
         if self.rpc_servers:
-            from .rpc import check_servers
+            from .rpc import ensure_alive
 
-            check_servers(self.rpc_servers)
+            ensure_alive(self.rpc_servers)
 
     def guard_free(self, free: Callable[[Any], None], what: str) -> Callable[[Any], None]:
         """``free`` for an object holding memory on this model's RPC servers: it leaks

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -123,10 +124,12 @@ def _addresses(host: str, port: int) -> frozenset[tuple[str, int]]:
 
 
 # -- the connection ggml holds ------------------------------------------------------------
-_held_fd: dict[str, int] = {}
+# endpoint -> (descriptor, inode, address family) of ggml's connection, found once by a scan
+_held: dict[str, tuple[int, int, int]] = {}
 
 
-def _peer_of(fd: int) -> tuple[str, int] | None:
+def _peer_of(fd: int) -> tuple[tuple[str, int], int] | None:
+    """(peer address, family) of a connected TCP socket descriptor; None for anything else."""
     try:
         if not stat.S_ISSOCK(os.fstat(fd).st_mode):
             return None
@@ -135,51 +138,74 @@ def _peer_of(fd: int) -> tuple[str, int] | None:
         return None
     with s:
         try:
-            if s.type != socket.SOCK_STREAM:
+            if s.type != socket.SOCK_STREAM or s.family not in (socket.AF_INET, socket.AF_INET6):
                 return None
             peer = s.getpeername()
         except OSError:
             return None
-    return (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        return (peer[0], peer[1]), s.family
 
 
-def _find_held(endpoint: str) -> int | None:
-    """The descriptor of this process's connection to ``endpoint`` (ggml's), if any."""
+_RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer closed its side
+
+
+def _alive(fd: int, family: int) -> bool:
+    """Whether the peer of a held connection is still there (it closes it when it stops).
+
+    Nothing is read and the descriptor is not touched: on Linux a zero-timeout poll for
+    "peer hung up"; elsewhere a non-blocking peek through a socket object that only borrows
+    the descriptor (skipped when a default socket timeout is set, as such an object would
+    then switch the descriptor to non-blocking under ggml's feet).
+    """
+    if _RDHUP:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | _RDHUP)
+        return not any(ev & (_RDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL)
+                       for _, ev in poller.poll(0))
+    if socket.getdefaulttimeout() is not None:
+        return True
+    s = socket.socket(family, socket.SOCK_STREAM, 0, fileno=fd)
+    try:
+        return s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except (BlockingIOError, InterruptedError):
+        return True
+    except OSError:
+        return False
+    finally:
+        s.detach()
+
+
+def _held_state(endpoint: str) -> bool | None:
+    """Whether this process's connection to ``endpoint`` (ggml's) is alive; None without one.
+
+    The descriptor is found once by a scan of this process's sockets and then recognised by
+    its inode, so the check before each decode costs two system calls.
+    """
+    cached = _held.get(endpoint)
+    if cached is not None:
+        fd, ino, family = cached
+        try:
+            same = os.fstat(fd).st_ino == ino
+        except OSError:
+            same = False
+        if same:
+            return _alive(fd, family)
+        del _held[endpoint]
     addrs = _addresses(*split_endpoint(endpoint))
-    fd = _held_fd.get(endpoint)
-    if fd is not None and _peer_of(fd) in addrs:
-        return fd
-    _held_fd.pop(endpoint, None)
     try:
         names = os.listdir("/dev/fd")
     except OSError:
         return None
     for name in names:
-        if name.isdigit() and _peer_of(int(name)) in addrs:
-            _held_fd[endpoint] = int(name)
-            return int(name)
+        found = _peer_of(int(name)) if name.isdigit() else None
+        if found is not None and found[0] in addrs:
+            fd = int(name)
+            try:
+                _held[endpoint] = (fd, os.fstat(fd).st_ino, found[1])
+            except OSError:
+                continue
+            return _alive(fd, found[1])
     return None
-
-
-def _held_alive(fd: int) -> bool:
-    """Whether the peer of a held connection is still there (it closes it when it stops).
-
-    Peeks without consuming and without blocking; the descriptor's own flags are untouched
-    (a socket object made from a descriptor only changes them under a default timeout).
-    """
-    if socket.getdefaulttimeout() is not None:
-        return True
-    try:
-        s = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return False
-    with s:
-        try:
-            return s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
 
 
 # -- checking a server ----------------------------------------------------------------------
@@ -211,9 +237,9 @@ def check_server(endpoint: str, timeout: float = CHECK_TIMEOUT_S) -> ServerInfo:
     client, or another protocol version.
     """
     ep = normalize_endpoint(endpoint)
-    fd = _find_held(ep)
-    if fd is not None:
-        if not _held_alive(fd):
+    held = _held_state(ep)
+    if held is not None:
+        if not held:
             raise RPCError(f"RPC server {ep} went away (it closed the connection this process holds); "
                            f"ggml cannot reconnect, so restart the server and then this program", ep)
         return ServerInfo(ep, None, None)
@@ -269,6 +295,15 @@ def check_servers(endpoints: Sequence[str], timeout: float = CHECK_TIMEOUT_S) ->
         raise errors[0]
     if errors:
         raise RPCError("; ".join(str(e) for e in errors), errors[0].endpoint)
+
+
+def ensure_alive(endpoints: Sequence[str]) -> None:
+    """The check before each decode: the connections ggml holds to these (normalized)
+    endpoints are still open; an endpoint without one gets the full :func:`check_server`."""
+    for ep in endpoints:
+        held = _held_state(ep)
+        if held is None or not held:
+            check_server(ep)
 
 
 # -- registering servers ----------------------------------------------------------------------
@@ -377,10 +412,8 @@ def guarded_free(free: Callable[[Any], None], endpoints: Sequence[str], what: st
 
 
 def _still_there(endpoint: str) -> bool:
-    fd = _find_held(endpoint)
-    if fd is not None:
-        return _held_alive(fd)
-    return is_alive(endpoint, timeout=2.0)
+    held = _held_state(endpoint)
+    return held if held is not None else is_alive(endpoint, timeout=2.0)
 
 
 # -- serving -----------------------------------------------------------------------------------
