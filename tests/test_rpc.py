@@ -151,6 +151,34 @@ def test_silent_endpoint_times_out_with_its_name():
         assert ep in str(info.value)
 
 
+def test_other_protocol_version_is_named():
+    """A server answering the handshake with another major version (as an older llama.cpp would)."""
+    import struct
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    ep = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1 + 8 + 24)
+            conn.sendall(struct.pack("<Q", 28) + bytes([rpc.PROTOCOL_VERSION[0] - 1, 0, 0, 0]) + bytes(24))
+            conn.recv(1)
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(rpc.RPCError, match="speaks protocol") as info:
+            rpc.check_server(ep, timeout=5.0)
+        assert ep in str(info.value)
+    finally:
+        t.join(5)
+        listener.close()
+
+
 def test_bad_endpoints_are_value_errors():
     for bad in ("localhost", "host:", "host:http", "h:70000"):
         with pytest.raises(ValueError):
@@ -191,6 +219,30 @@ def test_worker_killed_between_requests_is_a_clear_error(model_path, workers):
         assert f"error: RPC server {victim.endpoint} went away" in r.stdout
         assert f"reload: RPC server {victim.endpoint} went away" in r.stdout
         assert r.stdout.rstrip().endswith("survived")
+    finally:
+        victim.stop(signal.SIGKILL)
+
+
+_KILLED_MID_DECODE = """
+import os, signal, threading
+from llamapy import Batch, Context, Model
+m = Model.from_file({model!r}, rpc_servers=[{ep!r}], n_gpu_layers=99)
+ctx = Context(m, n_ctx=1024, n_batch=1024, n_threads=1)
+threading.Timer(0.3, os.kill, ({pid}, signal.SIGKILL)).start()
+ctx.decode(Batch.from_tokens([(i * 7919) % 40000 + 100 for i in range(1000)], pos0=0))
+print("decoded", flush=True)
+"""
+
+
+def test_worker_killed_during_a_decode_aborts_the_process(model_path):
+    """What Python cannot guard, documented: ggml's RPC client aborts the process."""
+    victim = Worker()
+    try:
+        code = _KILLED_MID_DECODE.format(model=str(model_path), ep=victim.endpoint, pid=victim.proc.pid)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120,
+                           env={**ENV, "GGML_NO_BACKTRACE": "1"})
+        assert r.returncode == -signal.SIGABRT, (r.returncode, r.stdout, r.stderr[-2000:])
+        assert "Remote RPC server crashed" in r.stderr
     finally:
         victim.stop(signal.SIGKILL)
 
