@@ -283,18 +283,19 @@ def is_alive(endpoint: str, timeout: float = CHECK_TIMEOUT_S) -> bool:
     return True
 
 
-def check_servers(endpoints: Sequence[str], timeout: float = CHECK_TIMEOUT_S) -> None:
+def check_servers(endpoints: Sequence[str], timeout: float = CHECK_TIMEOUT_S) -> list[ServerInfo]:
     """Check several servers; the error names every one that failed."""
-    errors = []
+    infos, errors = [], []
     for ep in endpoints:
         try:
-            check_server(ep, timeout)
+            infos.append(check_server(ep, timeout))
         except RPCError as e:
             errors.append(e)
     if len(errors) == 1:
         raise errors[0]
     if errors:
         raise RPCError("; ".join(str(e) for e in errors), errors[0].endpoint)
+    return infos
 
 
 def ensure_alive(endpoints: Sequence[str]) -> None:
@@ -318,11 +319,20 @@ def registered_servers() -> list[str]:
 
 def add_server(endpoint: str, timeout: float = CHECK_TIMEOUT_S) -> list[str]:
     """Check and register one server (once per process); returns its device names."""
+    return _register(check_server(endpoint, timeout))
+
+
+def add_servers(endpoints: str | Iterable[str], timeout: float = CHECK_TIMEOUT_S) -> list[str]:
+    """Check and register servers (``"h1:p,h2:p"`` or a list); returns their device names in order."""
+    infos = check_servers(parse_servers(endpoints), timeout)  # every failure named before any registration
+    return [name for info in infos for name in _register(info)]
+
+
+def _register(info: ServerInfo) -> list[str]:
     if not lib.llama_supports_rpc():
         raise RPCError("this build of llama.cpp has no RPC backend (rebuild with LLAMAPY_BACKENDS=cpu,rpc)")
-    ep = normalize_endpoint(endpoint)
+    ep = info.endpoint
     with _lock:
-        info = check_server(ep, timeout)
         reg = _registered.get(ep)
         if reg is None:
             if len(_registered) >= lib.GGML_RPC_MAX_SERVERS:
@@ -336,13 +346,6 @@ def add_server(endpoint: str, timeout: float = CHECK_TIMEOUT_S) -> list[str]:
             _registered[ep] = reg
     return [ffi.string(lib.ggml_backend_dev_name(lib.ggml_backend_reg_dev_get(reg, i))).decode()
             for i in range(lib.ggml_backend_reg_dev_count(reg))]
-
-
-def add_servers(endpoints: str | Iterable[str], timeout: float = CHECK_TIMEOUT_S) -> list[str]:
-    """Check and register servers (``"h1:p,h2:p"`` or a list); returns their device names in order."""
-    eps = parse_servers(endpoints)
-    check_servers(eps, timeout)  # every failure named before anything is registered
-    return [name for ep in eps for name in add_server(ep, timeout)]
 
 
 # -- devices ---------------------------------------------------------------------------------
@@ -370,16 +373,6 @@ def local_offload_devices() -> list[str]:
         elif kind == lib.GGML_BACKEND_DEVICE_TYPE_IGPU:
             igpus.append(name)
     return gpus or igpus
-
-
-def server_devices(endpoints: Sequence[str]) -> list[str]:
-    """Names of the devices of registered servers, in the order of ``endpoints``."""
-    names = []
-    for ep in endpoints:
-        reg = _registered[normalize_endpoint(ep)]
-        names += [ffi.string(lib.ggml_backend_dev_name(lib.ggml_backend_reg_dev_get(reg, i))).decode()
-                  for i in range(lib.ggml_backend_reg_dev_count(reg))]
-    return names
 
 
 def endpoints_of(device_names: Sequence[str]) -> list[str]:
