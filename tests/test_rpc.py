@@ -117,6 +117,33 @@ def test_llm_with_rpc_servers_matches_local(model_path, workers):
         assert llm.generate(PROMPT) == local
 
 
+def test_batch_generator_with_rpc_servers_matches_local(model_path, workers):
+    from llamapy import BatchGenerator
+
+    prompts = [PROMPT, "Once upon a time"]
+    kw = dict(n_ctx=128, n_seq_max=2, n_threads=1, temperature=0.0, max_tokens=12)
+    with BatchGenerator(model_path, n_gpu_layers=0, **kw) as gen:
+        local = gen.generate_batch(prompts)
+    with BatchGenerator(model_path, rpc_servers=[w.endpoint for w in workers], n_gpu_layers=99,
+                        tensor_split=[2, 1], **kw) as gen:
+        assert gen.model.rpc_servers == tuple(w.endpoint for w in workers)
+        assert gen.generate_batch(prompts) == local
+
+
+def test_rpc_server_tensor_cache(model_path, tmp_path):
+    """--cache DIR: large tensors are stored by hash on the worker, so a reload sends hashes."""
+    cache = tmp_path / "rpc-cache"
+    w = Worker("--cache", str(cache))
+    try:
+        with Model.from_file(model_path, rpc_servers=[w.endpoint], n_gpu_layers=99) as m:
+            assert m.rpc_servers == (w.endpoint,)
+        assert cache.is_dir() and any(cache.iterdir())  # the token embeddings (> 10 MiB) at least
+        with Model.from_file(model_path, rpc_servers=[w.endpoint], n_gpu_layers=99) as m:
+            assert _greedy(m, 4)
+    finally:
+        w.stop()
+
+
 def test_local_model_stays_local_after_servers_are_registered(model_path, workers):
     rpc.add_servers([w.endpoint for w in workers])
     with Model.from_file(model_path, n_gpu_layers=99) as m:
@@ -266,6 +293,13 @@ def test_rpc_server_refuses_public_host_without_flag():
                         str(_free_port())], capture_output=True, text=True, env=ENV, cwd="/", timeout=60)
     assert r.returncode != 0
     assert "refusing to listen on 0.0.0.0" in r.stderr and "--allow-public" in r.stderr
+
+
+def test_rpc_server_unknown_device_lists_the_available_ones():
+    r = subprocess.run([sys.executable, "-m", "llamapy.cli", "rpc-server", "--device", "NOPE0", "--port",
+                        str(_free_port())], capture_output=True, text=True, env=ENV, cwd="/", timeout=60)
+    assert r.returncode != 0
+    assert "unknown device NOPE0" in r.stderr and "CPU" in r.stderr
 
 
 def test_rpc_server_reports_busy_port(workers):
