@@ -28,7 +28,7 @@ from tools import gen_cdef  # noqa: E402
 from tools.cmake_build import ORIGIN, NativeBuild  # noqa: E402
 
 HEADERS = ROOT / "headers"
-LLAMA_INCLUDES = ("llama.h", "gguf.h", "mtmd.h", "mtmd-helper.h")
+LLAMA_INCLUDES = ("llama.h", "gguf.h", "mtmd.h", "mtmd-helper.h", "ggml-rpc.h")
 WHISPER_PRELUDE = """
 #include "whisper.h"
 """

@@ -51,6 +51,8 @@ from .system import (
     system_info,
 )
 from .vocab import LlamaVocab, TokenTextDecoder, Vocab
+from . import rpc
+from .rpc import RPCError
 from .embed import Embedder, Reranker
 
 __all__ = [
@@ -73,4 +75,5 @@ __all__ = [
     "Device", "backends", "build_info", "llama_cpp_version", "supports_gpu_offload", "supports_mlock",
     "supports_mmap", "supports_rpc", "system_info",
     "Embedder", "Reranker",
+    "rpc", "RPCError",
 ]

@@ -26,7 +26,7 @@ class LoraAdapter(CObject):
         if ptr == ffi.NULL:
             raise AdapterError(f"llama.cpp could not load the LoRA adapter {p} (not an adapter for this model?)")
         # llama.cpp frees adapters together with their model; freeing one early is allowed too.
-        self._own(ptr, lib.llama_adapter_lora_free, model)
+        self._own(ptr, model.guard_free(lib.llama_adapter_lora_free, "LoRA adapter"), model)
         self.path = p
 
     @property

@@ -209,12 +209,13 @@ class Context(CObject):
         abort.poll_interval = POLL_INTERVAL_S
         params.abort_callback = ffi.addressof(lib, "llamapy_abort_callback")
         params.abort_callback_data = abort
+        model.check_servers()
         ptr = lib.llama_init_from_model(model._ptr, params)
         if ptr == ffi.NULL:
             raise ContextError(
                 f"llama.cpp could not create a context (n_ctx={params.n_ctx}, n_batch={params.n_batch}, "
                 f"n_seq_max={params.n_seq_max}): not enough memory, or an invalid combination of parameters")
-        self._own(ptr, lib.llama_free, model, keep=(abort,))
+        self._own(ptr, model.guard_free(lib.llama_free, "context"), model, keep=(abort,))
         self.kv_unified = bool(params.kv_unified)
         self._abort = abort
         self.model = model
@@ -282,6 +283,8 @@ class Context(CObject):
             raise InvalidBatchError("the batch is empty")
         if batch._auto:
             self._resolve_positions(batch)
+        if self.model.rpc_servers:  # ggml aborts the process on a server that went away
+            self.model.check_servers()
         abort = self._abort
         abort.cancel = 0
         abort.aborted = 0

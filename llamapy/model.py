@@ -67,6 +67,31 @@ def _devices(devices: Sequence[Device | str]) -> Any:
     return arr
 
 
+def _placement(devices: Sequence[Device | str] | None,
+               rpc_servers: str | Sequence[str] | None) -> tuple[Sequence[Device | str] | None, list[str]]:
+    """The device list to load on and the RPC servers it involves.
+
+    Servers in ``rpc_servers`` are checked and registered; their devices go first (as
+    llama.cpp orders them), then the local GPUs. Without ``rpc_servers`` and with servers
+    registered in this process for other models, the local devices are named so that
+    this model stays local.
+    """
+    from . import rpc
+
+    if rpc_servers:
+        names = rpc.add_servers(rpc_servers)
+        if devices is None:
+            devices = names + rpc.local_offload_devices()
+    elif devices is None and rpc.registered_servers():
+        devices = rpc.local_offload_devices()
+    if devices is None:
+        return None, []
+    endpoints = rpc.endpoints_of([d.name if isinstance(d, Device) else str(d) for d in devices])
+    if endpoints and not rpc_servers:
+        rpc.check_servers(endpoints)
+    return devices, endpoints
+
+
 def _load_mode(use_mmap: bool | None, use_mlock: bool | None, default: int) -> int:
     if use_mmap is None and use_mlock is None:
         return default
@@ -123,6 +148,7 @@ class Model(CObject):
     """
 
     path: Path
+    rpc_servers: tuple[str, ...] = ()  # the RPC servers holding part of the model
 
     def __init__(self) -> None:
         raise TypeError("use Model.from_file(path, ...)")
@@ -137,6 +163,7 @@ class Model(CObject):
         main_gpu: int | None = None,
         tensor_split: Sequence[float] | None = None,
         devices: Sequence[Device | str] | None = None,
+        rpc_servers: str | Sequence[str] | None = None,
         use_mmap: bool | None = None,
         use_mlock: bool | None = None,
         load_mode: str | int | None = None,
@@ -155,12 +182,18 @@ class Model(CObject):
         FileNotFoundError for a missing file and ModelLoadError when llama.cpp refuses it.
         ``validate=False`` skips the pre-flight checks of the file's metadata (see
         llamapy.gguf.validate), which stop malformed files that would abort llama.cpp.
+
+        ``rpc_servers`` (``["host:port", ...]`` or ``"h1:p,h2:p"``) offloads layers to RPC
+        servers (see llamapy.rpc): their devices come first, then local GPUs, and
+        ``n_gpu_layers``/``tensor_split`` split the layers across them in that order. Each
+        server is checked first; one that cannot be reached raises RPCError naming it.
         """
         p = check_model_file(path)
         if validate:
             from .gguf.validate import validate_model_file
 
             validate_model_file(p, kv_overrides, bool(vocab_only))
+        devices, endpoints = _placement(devices, rpc_servers)
         params = lib.llama_model_default_params()
         keep: list[Any] = []
         conv: dict[str, Callable[[Any], Any]] = {
@@ -203,13 +236,40 @@ class Model(CObject):
             raise ModelLoadError(f"llama.cpp could not load {p} (unsupported architecture, corrupt or truncated "
                                  f"file, or not enough memory; enable logging with llamapy.set_verbose() for details)")
         self = object.__new__(cls)
-        self._own(ptr, lib.llama_model_free)
+        self.rpc_servers = tuple(endpoints)
+        self._own(ptr, self.guard_free(lib.llama_model_free, "model"))
         self.path = p
         self.vocab_only = bool(params.vocab_only)
         self._vocab: Vocab | None = None
         if interrupt is not None:  # the load finished before the signal was seen
             raise interrupt
         return self
+
+    def close(self) -> None:
+        """Free the model now (or when its last context goes). A model on RPC servers closes
+        its vocab too, so that the servers' memory and connections are released at once
+        rather than whenever the garbage collector finds the last reference."""
+        if self.rpc_servers and getattr(self, "_vocab", None) is not None:
+            self._vocab.close()
+            self._vocab = None
+        super().close()
+
+    # -- RPC servers -------------------------------------------------------------------
+    def check_servers(self) -> None:
+        """Raise RPCError if an RPC server holding part of the model went away (no-op without)."""
+        if self.rpc_servers:
+            from .rpc import ensure_alive
+
+            ensure_alive(self.rpc_servers)
+
+    def guard_free(self, free: Callable[[Any], None], what: str) -> Callable[[Any], None]:
+        """``free`` for an object holding memory on this model's RPC servers: it leaks
+        instead of freeing when a server went away (ggml would abort the process)."""
+        if not self.rpc_servers:
+            return free
+        from .rpc import guarded_free
+
+        return guarded_free(free, self.rpc_servers, what)
 
     # -- parts -----------------------------------------------------------------------
     @property

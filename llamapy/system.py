@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _ffi
 from ._ffi import ffi, lib
 
 
@@ -20,6 +21,11 @@ class Device:
     type: str
     memory_free: int
     memory_total: int
+    endpoint: str | None = None  # the RPC server of a remote device
+
+    @property
+    def is_remote(self) -> bool:
+        return self.endpoint is not None
 
 
 _DEV_TYPES = {
@@ -47,12 +53,30 @@ def system_info() -> str:
 
 
 def backends() -> list[Device]:
-    """Every device ggml sees, with its free and total memory in bytes."""
+    """Every device ggml sees, with its free and total memory in bytes.
+
+    Remote devices (RPC servers registered with ``llamapy.rpc.add_servers`` or a model's
+    ``rpc_servers``) report the memory their server reports; a server that cannot be
+    reached is logged and its devices report 0.
+    """
+    from . import rpc
+
     devices = []
     free, total = ffi.new("size_t *"), ffi.new("size_t *")
+    reachable: dict[str, bool] = {}
     for i in range(lib.ggml_backend_dev_count()):
         dev = lib.ggml_backend_dev_get(i)
-        lib.ggml_backend_dev_memory(dev, free, total)
+        endpoint = rpc.device_endpoint(dev)
+        free[0] = total[0] = 0
+        if endpoint is not None and endpoint not in reachable:
+            try:
+                rpc.check_server(endpoint)
+                reachable[endpoint] = True
+            except rpc.RPCError as e:
+                _ffi.logger.warning("%s", e)
+                reachable[endpoint] = False
+        if endpoint is None or reachable[endpoint]:  # ggml aborts on an unreachable server
+            lib.ggml_backend_dev_memory(dev, free, total)
         devices.append(Device(
             index=i,
             name=ffi.string(lib.ggml_backend_dev_name(dev)).decode(),
@@ -60,6 +84,7 @@ def backends() -> list[Device]:
             type=_DEV_TYPES.get(lib.ggml_backend_dev_type(dev), "unknown"),
             memory_free=int(free[0]),
             memory_total=int(total[0]),
+            endpoint=endpoint,
         ))
     return devices
 

@@ -23,6 +23,7 @@ API_HEADERS = [
     ("llama_cpp", "ggml/include/gguf.h", "GGML_API"),
     ("llama_cpp", "tools/mtmd/mtmd.h", "MTMD_API"),
     ("llama_cpp", "tools/mtmd/mtmd-helper.h", "MTMD_API"),
+    ("llama_cpp", "ggml/include/ggml-rpc.h", "GGML_BACKEND_API"),
     ("whisper_cpp", "include/whisper.h", "WHISPER_API"),
 ]
 

@@ -41,7 +41,7 @@ _NEUTRAL_DEFINES = [
     "_Noreturn=",
 ]
 
-MACRO_PREFIXES = ("LLAMA_", "GGML_", "GGUF_", "MTMD_", "WHISPER_")
+MACRO_PREFIXES = ("LLAMA_", "GGML_", "GGUF_", "MTMD_", "WHISPER_", "RPC_PROTO_")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def llama_headers(tree: Path, extra: tuple[str, ...] = ()) -> HeaderSet:
         "llama",
         tree,
         ("include", "ggml/include", "tools/mtmd"),
-        ("llama.h", "gguf.h", "mtmd.h", "mtmd-helper.h") + extra,
+        ("llama.h", "gguf.h", "mtmd.h", "mtmd-helper.h", "ggml-rpc.h") + extra,
     )
 
 

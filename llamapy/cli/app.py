@@ -52,6 +52,25 @@ def resolve_model(model: str | None) -> Path:
     return Path(name).expanduser()
 
 
+rpc_option = click.option(
+    "--rpc", "rpc", metavar="HOST:PORT,...", envvar="LLAMAPY_RPC",
+    help="RPC servers (`llamapy rpc-server`) to place layers on, comma-separated [env LLAMAPY_RPC]")
+tensor_split_option = click.option(
+    "-ts", "--tensor-split", metavar="A,B,...", help="share of the offloaded layers per device, remote ones first "
+                                                     "(e.g. 1,1)")
+
+
+def parse_split(text: str | None) -> list[float] | None:
+    """'1,1,2' -> [1.0, 1.0, 2.0]."""
+    if not text:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}",
+                                 param_hint="--tensor-split") from None
+
+
 def sampling_options(fn: Callable) -> Callable:
     options = [
         click.option("-m", "--model", help="GGUF file or catalog name [env LLAMAPY_MODEL; default: a small model]"),
@@ -68,6 +87,8 @@ def sampling_options(fn: Callable) -> Callable:
         click.option("--ctx", "n_ctx", type=int, help="context size (default: model's, at most 4096)"),
         click.option("--threads", type=int, help="CPU threads (default: all available)"),
         click.option("-ngl", "--n-gpu-layers", type=int, help="layers to offload to the GPU"),
+        rpc_option,
+        tensor_split_option,
         click.option("--stats", is_flag=True, help="print timing statistics to stderr"),
         click.option("-v", "--verbose", is_flag=True, help="show llama.cpp's log and full tracebacks"),
     ]
@@ -107,7 +128,8 @@ def setup(o: dict) -> None:
 def load(o: dict, **extra: Any):
     from ..generation.llm import LLM
 
-    return LLM(resolve_model(o["model"]), progress=sys.stderr.isatty(), **_settings(o), **extra)
+    return LLM(resolve_model(o["model"]), progress=sys.stderr.isatty(), rpc_servers=o.get("rpc") or None,
+               tensor_split=parse_split(o.get("tensor_split")), **_settings(o), **extra)
 
 
 @click.group()

@@ -6,7 +6,7 @@ import re
 import click
 
 from .. import __version__
-from .app import Verbose, fail_cleanly, main, resolve_model
+from .app import Verbose, fail_cleanly, main, resolve_model, rpc_option
 
 
 def _parse_size_mb(text: str) -> list[float]:
@@ -31,26 +31,43 @@ def _parse_size_mb(text: str) -> list[float]:
 @click.option("--ubatch", "n_ubatch", type=int, default=512, show_default=True)
 @click.option("-ngl", "--n-gpu-layers", type=int, help="with --exact: the layers to place on the GPU")
 @click.option("--exact", is_flag=True, help="ask llama.cpp itself (loads the model without allocating)")
+@rpc_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("-v", "--verbose", is_flag=True)
 @fail_cleanly
 def estimate(model: str | None, vram: str | None, n_ctx: int | None, cache_type: str, n_seq_max: int,
-             n_ubatch: int, n_gpu_layers: int | None, exact: bool, as_json: bool, verbose: bool) -> None:
-    """Will a model fit? Recommend GPU layers and the largest context, and show where memory goes."""
+             n_ubatch: int, n_gpu_layers: int | None, exact: bool, rpc: str | None, as_json: bool,
+             verbose: bool) -> None:
+    """Will a model fit? Recommend GPU layers and the largest context, and show where memory goes.
+
+    With --rpc the plan spans the RPC servers' devices too, with the memory each reports.
+    """
     from ..memory.report import report
 
     Verbose.on = verbose
+    if rpc:
+        from ..rpc import add_servers
+
+        add_servers(rpc)
     report(resolve_model(model), _parse_size_mb(vram) if vram else None, n_ctx, cache_type, n_seq_max, n_ubatch,
            n_gpu_layers, exact, as_json)
 
 
 @main.command("info")
-def info() -> None:
-    """Show the llama.cpp build, its backends and the devices it sees."""
+@rpc_option
+@fail_cleanly
+def info(rpc: str | None) -> None:
+    """Show the llama.cpp build, its backends and the devices it sees (with --rpc, remote ones too)."""
     from .. import backends, llama_cpp_version, system_info
+
+    if rpc:
+        from ..rpc import add_servers
+
+        add_servers(rpc)
 
     click.echo(f"llamapy {__version__} on {llama_cpp_version()}")
     click.echo(system_info())
     for d in backends():
-        click.echo(f"  [{d.index}] {d.name} ({d.type}): {d.description}, "
+        where = ", remote" if d.endpoint else ""
+        click.echo(f"  [{d.index}] {d.name} ({d.type}{where}): {d.description}, "
                    f"{d.memory_free / 2**30:.1f} / {d.memory_total / 2**30:.1f} GiB free")

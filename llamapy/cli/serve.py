@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .app import Verbose, fail_cleanly, main, resolve_model
+from .app import Verbose, fail_cleanly, main, parse_split, resolve_model, rpc_option, tensor_split_option
 
 
 def _loopback(host: str) -> bool:
@@ -27,6 +27,8 @@ def _loopback(host: str) -> bool:
 @click.option("-b", "--batch", "n_batch", type=int, default=512, show_default=True, help="tokens per decode")
 @click.option("-t", "--threads", "n_threads", type=int, help="CPU threads (default: all available)")
 @click.option("-ngl", "--n-gpu-layers", type=int, help="layers to offload to the GPU")
+@rpc_option
+@tensor_split_option
 @click.option("--api-key", envvar="LLAMAPY_API_KEY", help="require 'Authorization: Bearer KEY' [env LLAMAPY_API_KEY]")
 @click.option("--alias", "model_alias", help="model name reported by /v1/models (default: the file name)")
 @click.option("--chat-template", help="chat template (Jinja text or a llama.cpp built-in name) to use instead")
@@ -67,6 +69,9 @@ def serve(model: str | None, verbose: bool, log_level: str, **o: Any) -> None:
     if not _loopback(o["host"]) and not o["api_key"]:
         click.echo(f"warning: serving on {o['host']} without --api-key: anyone who can reach it can use it", err=True)
     path = resolve_model(model)
+    split = parse_split(o.pop("tensor_split"))
+    o["tensor_split"] = tuple(split) if split else None
+    o["rpc_servers"] = o.pop("rpc")
     if o["embedding_model"]:
         o["embedding_model"] = resolve_model(o["embedding_model"])
     click.echo(f"llamapy: serving {path.name} on http://{o['host']}:{o['port']}/v1 ({o['n_parallel']} slots)", err=True)

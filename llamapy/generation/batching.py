@@ -117,12 +117,15 @@ class BatchGenerator:
     ``n_ctx`` is the context window of each request: the shared KV cache holds
     n_ctx x ``n_seq_max`` tokens, one stream per sequence. ``batch_size`` is the most tokens
     one decode call takes (prompt chunks and the running sequences' next tokens together).
+    ``rpc_servers`` and ``tensor_split`` place layers on RPC servers as in :class:`LLM`.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, batch_size: int = 512, n_ctx: int = 2048,
                  n_gpu_layers: int | None = 99, verbose: bool = False, *, n_seq_max: int = 8,
                  n_batch: int | None = None, n_threads: int | None = None, config: GenerationConfig | None = None,
-                 mmproj: str | os.PathLike | None = None, **settings: Any):
+                 mmproj: str | os.PathLike | None = None,
+                 rpc_servers: str | Sequence[str] | None = None, tensor_split: Sequence[float] | None = None,
+                 **settings: Any):
         self.config = (config or GenerationConfig()).replace(**({"n_gpu_layers": n_gpu_layers} | settings))
         self.config.validate()
         if verbose:
@@ -130,7 +133,7 @@ class BatchGenerator:
         n_batch = n_batch or batch_size
         path = model_path if model_path is not None else pull(DEFAULT_MODEL, quiet=True)
         load = {} if self.config.n_gpu_layers is None else {"n_gpu_layers": self.config.n_gpu_layers}
-        self.model = Model.from_file(path, **load)
+        self.model = Model.from_file(path, rpc_servers=rpc_servers, tensor_split=tensor_split, **load)
         self.vocab = self.model.vocab
         # One KV stream per sequence: each sequence's attention is computed exactly as if it ran
         # alone, so greedy output matches single-sequence generation token for token.

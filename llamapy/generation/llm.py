@@ -88,19 +88,26 @@ class LLM:
     Images and audio: ``mmproj=`` a projector file; chat messages may then hold OpenAI content
     parts (``image_url`` with file:// or data: URLs, raw bytes, numpy arrays, PIL images), and
     completions take ``media=[...]`` for the prompt's ``<__media__>`` markers (llamapy.mtmd).
+
+    Many machines: ``rpc_servers=["host:port", ...]`` places layers on RPC servers (see
+    llamapy.rpc), split by ``tensor_split`` across the remote devices, then local GPUs;
+    ``n_gpu_layers`` layers go to them, the rest stay on this machine's CPU.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, config: GenerationConfig | None = None,
                  verbose: bool = False, *, chat_template: str | None = None, progress: bool = False,
                  draft_model: str | os.PathLike | Model | None = None, n_draft: int | None = None,
-                 speculative: Any = None, mmproj: str | os.PathLike | None = None, **settings: Any):
+                 speculative: Any = None, mmproj: str | os.PathLike | None = None,
+                 rpc_servers: str | Sequence[str] | None = None,
+                 tensor_split: Sequence[float] | None = None, **settings: Any):
         self.config = (config or GenerationConfig()).replace(**settings)
         self.config.validate()
         if verbose:
             set_verbose(True)
         path = model_path if model_path is not None else pull(DEFAULT_MODEL, quiet=True)
         load = {} if self.config.n_gpu_layers is None else {"n_gpu_layers": self.config.n_gpu_layers}
-        self.model = Model.from_file(path, progress=progress, **load)
+        self.model = Model.from_file(path, progress=progress, rpc_servers=rpc_servers, tensor_split=tensor_split,
+                                     **load)
         self.vocab = self.model.vocab
         self.template = ChatTemplate.for_model(self.model, chat_template)
         self._spec: SpeculativeDecoder | None = make_speculator(self.model, draft_model, speculative, n_draft,

@@ -475,15 +475,16 @@ def estimate_gpu_layers(
     device's budget (less ``margin``), and the largest context that then fits.
 
     ``available_vram_mb``: one number per GPU (a single number means one GPU); None uses
-    the free memory of the GPUs ggml sees. Raises EstimateError when even 0 layers do not
-    fit in host memory.
+    the free memory of the GPUs ggml sees (registered RPC servers included). Raises
+    EstimateError when even 0 layers do not fit in host memory.
     """
     if available_vram_mb is None:
         from ..system import backends
 
-        gpus = [d for d in backends() if d.type in ("gpu", "igpu")]
+        # RPC servers' devices first, as llama.cpp places them, with the memory each server reports
+        gpus = sorted((d for d in backends() if d.type in ("gpu", "igpu")), key=lambda d: d.endpoint is None)
         budgets_mb = [d.memory_free / MiB for d in gpus]
-        names = [d.name for d in gpus]
+        names = [f"{d.name} ({d.endpoint})" if d.endpoint else d.name for d in gpus]
     else:
         budgets_mb = [float(available_vram_mb)] if isinstance(available_vram_mb, (int, float)) else \
             [float(x) for x in available_vram_mb]

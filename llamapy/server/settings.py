@@ -27,6 +27,8 @@ class ServerSettings:
     n_batch: int = 512
     n_threads: int | None = None
     n_gpu_layers: int | None = None
+    rpc_servers: str | tuple[str, ...] | None = None  # RPC servers holding layers (llamapy.rpc)
+    tensor_split: tuple[float, ...] | None = None
     model_alias: str | None = None
     chat_template: str | None = None
     api_key: str | None = None
