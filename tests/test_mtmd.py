@@ -177,7 +177,7 @@ def test_the_same_image_from_any_source_is_the_same_media(llm, assets):
 
 
 def test_pil_images(llm, assets):
-    Image = pytest.importorskip("PIL.Image")
+    from PIL import Image
     img = Image.open(assets["img1"])
     assert llm.mtmd.load(img).id == llm.mtmd.load(np.asarray(img.convert("RGB"))).id
 
@@ -223,8 +223,8 @@ def test_batch_of_image_requests_matches_one_at_a_time(llm, model_path, assets):
 
 # -- the server ------------------------------------------------------------------------------
 def test_server_takes_image_parts(model_path, assets):
-    httpx = pytest.importorskip("httpx")
-    pytest.importorskip("fastapi")
+    import httpx
+    import fastapi  # noqa: F401  (the server extra)
     from llamapy import LLM
     from llamapy.server import ServerLauncher
 
@@ -315,7 +315,7 @@ def test_cli_complete_and_chat_with_images(llm, model_path, assets):
 
 
 def test_chat_repl_attaches_images(llm, model_path, assets, tmp_path):
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
     env = {**os.environ, "TERM": "dumb"}
     args = ["-m", "llamapy.cli", "chat", "-m", str(model_path), "--mmproj", str(assets["proj"]), "-t", "0", "-n", "6",
             "--threads", "2", "--ctx", "1024"]

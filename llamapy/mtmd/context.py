@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import _ffi
+from .. import _ffi, rpc
 from .._ffi import ffi, lib
 from .._handle import CObject
 from ..context import Context, default_threads
@@ -74,7 +74,9 @@ class MtmdContext(CObject):
             raise FileNotFoundError(f"no such projector file: {path}")
         _check_projector_file(path)
         params = lib.mtmd_context_params_default()
-        params.use_gpu = use_gpu
+        # libmtmd runs the projector on the first GPU-type device; registered RPC servers count as
+        # such, so without a local GPU it would go remote (or abort on a server that went away).
+        params.use_gpu = use_gpu and bool(rpc.local_offload_devices())
         params.n_threads = n_threads or default_threads()
         params.print_timings = print_timings
         params.warmup = warmup
