@@ -72,12 +72,20 @@ def test_auto_calls_when_the_tool_is_needed(llm):
 
 
 def test_auto_does_not_call_for_chitchat(llm):
-    """Free-text replies stay free text. (The model itself answers "hi" with a weather call at
-    seed 1, with or without the grammar: the rate is measured by the benchmark.)"""
-    replies = [llm.chat(ask(prompt), tools=[WEATHER], tool_choice="auto", seed=1) for prompt in NO_TOOL]
-    quiet = [m for m in replies if "tool_calls" not in m]
-    assert all(m["content"] for m in quiet)
-    assert len(quiet) >= len(NO_TOOL) - 1, replies
+    """Under "auto" the lazy grammar leaves the model's choice alone: a reply is a call exactly when the
+    same prompt and seed without any grammar starts one, and free text comes back unchanged. (Whether
+    this 0.5B model calls a tool for "hi" is its own choice: the rate is measured by the benchmark.)"""
+    quiet = 0
+    for prompt in NO_TOOL:
+        setup = prepare(llm, ask(prompt), [WEATHER])
+        plain = llm(setup["prompt"], seed=1, parse_special=True)
+        calls = setup["format"].parse(plain, True, setup["tool_names"]).tool_calls
+        reply = llm.chat(ask(prompt), tools=[WEATHER], tool_choice="auto", seed=1)
+        assert ("tool_calls" in reply) == bool(calls), (prompt, plain, reply)
+        if "tool_calls" not in reply:
+            quiet += 1
+            assert reply["content"] and reply["content"].strip() == plain.strip()
+    assert quiet >= 1
 
 
 def test_none_and_named_choices(llm):
@@ -87,7 +95,7 @@ def test_none_and_named_choices(llm):
         msg = llm.chat(ask(NEEDS_TOOL[0]), tools=[WEATHER, TIME], tool_choice=choice, seed=1)
         assert [c["function"]["name"] for c in msg["tool_calls"]] == ["get_time"]
         assert isinstance(json.loads(msg["tool_calls"][0]["function"]["arguments"])["city"], str)
-    with pytest.raises(ValueError, match="not among the tools"):
+    with pytest.raises(ValueError, match="one of the tools .get_weather., got .get_time."):
         llm.chat(ask("hi"), tools=[WEATHER], tool_choice="get_time")
     with pytest.raises(ValueError, match="tool_choice"):
         llm.chat(ask("hi"), tools=[WEATHER], tool_choice="sometimes")
