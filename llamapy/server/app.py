@@ -208,8 +208,12 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
         proto.check_single_choice(req)
         engine.require_ready()  # 503 while loading, before any work
         cfg = proto.generation_config(req, settings.defaults, chat=True, **limits())
-        tools = None
+        tools, media = None, []
         if req.get("tools") and req.get("tool_choice") != "none":
+            from ..mtmd.media import has_media
+
+            if has_media(req["messages"]):
+                raise RequestError("images cannot be combined with tools in one request yet", "tools")
             tools = proto.tool_job(engine.template, req["messages"], req["tools"], req.get("tool_choice", "auto"),
                                    req.get("parallel_tool_calls", True))
             if tools.settings.get("grammar") and cfg.json_schema is not None:
