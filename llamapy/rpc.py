@@ -375,6 +375,18 @@ def local_offload_devices() -> list[str]:
     return gpus or igpus
 
 
+def live_offload_devices() -> list[str]:
+    """The devices a load may use now: those of registered servers still reachable, then the
+    local ones (ggml aborts when a load touches a device whose server went away)."""
+    remote = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        endpoint = device_endpoint(dev)
+        if endpoint is not None and _still_there(endpoint):
+            remote.append(ffi.string(lib.ggml_backend_dev_name(dev)).decode())
+    return remote + local_offload_devices()
+
+
 def endpoints_of(device_names: Sequence[str]) -> list[str]:
     """The servers behind the RPC devices among ``device_names``, in order, once each."""
     out: list[str] = []

@@ -44,6 +44,15 @@ def llama_tools(info) -> Path:
                        ["llama-simple", "llama-tokenize", "llama-bench", "llama-batched-bench", "llama-embedding"])
 
 
+@pytest.fixture(scope="session")
+def llama_server_exe(info) -> Path:
+    """llama.cpp's own llama-server, built once into the cached build (only its own sources are compiled)."""
+    sys.path.insert(0, str(REPO))
+    from tools.cmake_build import build_server
+
+    return build_server(Path(info["llama_cpp"]["build_dir"]))
+
+
 def run_python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run Python code in a fresh interpreter (crash isolation), from outside the repo."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

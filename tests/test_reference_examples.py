@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import importlib
 import inspect
 import io
 import os
@@ -22,6 +23,8 @@ from pathlib import Path
 import pytest
 
 import llamapy
+import llamapy.server
+from llamapy.server.launcher import free_port
 from tests.hub_server import Hub
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +35,8 @@ COVERED = {
     "cyllama-api.md": ["High-Level Generation API", "Batch Processing API", "Memory Utilities",
                        "Core llama.cpp API", "Advanced Features > GGUF File Manipulation",
                        "Advanced Features > JSON Schema to Grammar", "Advanced Features > Model Download",
-                       "Error Handling", "Type Hints", "Performance Tips"],
+                       "Error Handling", "Type Hints", "Performance Tips", "Server Implementations",
+                       "Framework Integrations > OpenAI-Compatible API"],
     "llama-py.md": ["Usage > Basic Text Generation"],
 }
 
@@ -148,10 +152,12 @@ def _map_names(code: str) -> str:
 
 # -- signatures ------------------------------------------------------------------------------
 def _target(block: Block, name: str, in_class: str | None):
+    imported = {n.strip(): module for module, names in re.findall(r"from ([\w.]+) import ([\w, ]+)",
+                                                                  _map_names(block.code)) for n in names.split(",")}
     owner = in_class or (re.search(r"`(\w+)` Class", block.section) or [None, None])[1]
     if owner and name != owner:
-        return getattr(getattr(llamapy, owner), name)
-    return getattr(llamapy, name)
+        return getattr(_target(block, owner, None), name)
+    return getattr(importlib.import_module(imported.get(name, "llamapy")), name)
 
 
 def _check_function(fn_node: ast.FunctionDef, target, where: str) -> None:
@@ -224,8 +230,14 @@ def hub(model_path):
     h.stop()
 
 
-def _localise(code: str, model_path: Path, tmp: Path, hub: Hub) -> str:
+def _localise(code: str, model_path: Path, tmp: Path, hub: Hub, server_exe: Path) -> str:
     code = _map_names(code)
+    # servers listen on a free port, and the launcher runs the llama-server built from the pinned tree
+    code = re.sub(r"\b(?:8000|8080)\b", str(free_port("127.0.0.1")), code)
+    code = code.replace('server_binary="bin/llama-server"', f'server_binary="{server_exe}"')
+    # the embedded-server example talks to it with the openai package's pre-1.0 calls: the same, in today's API
+    code = re.sub(r'openai\.api_base = ("[^"]+")', r'client = openai.OpenAI(base_url=\1, api_key="none")', code)
+    code = code.replace("openai.ChatCompletion.create(", "client.chat.completions.create(")
     # only the model files examples read; files they write ("custom.gguf", ...) stay in the scratch folder
     code = re.sub(r'"(?:models/)?(?:llama|large|small|model)\.gguf"', f'"{model_path}"', code)
     code = code.replace('"https://example.com/model.gguf"', f'"{hub.endpoint}model.gguf"')
@@ -233,7 +245,8 @@ def _localise(code: str, model_path: Path, tmp: Path, hub: Hub) -> str:
     return code.replace('"~/.cache/cyllama/models"', f'"{tmp}/hub"')
 
 
-def run_example(block: Block, model_path: Path, tmp: Path, hub: Hub, monkeypatch) -> dict:
+def run_example(block: Block, model_path: Path, tmp: Path, hub: Hub, monkeypatch, server_exe: Path,
+                servers: list) -> dict:
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
     monkeypatch.chdir(tmp)  # examples write files by relative name
     monkeypatch.setenv("LLAMAPY_MODELS_DIR", str(tmp / "models"))
@@ -242,7 +255,12 @@ def run_example(block: Block, model_path: Path, tmp: Path, hub: Hub, monkeypatch
     monkeypatch.setattr(llamapy.sampler, "_seed", lambda seed: 1 if seed is None or seed < 0 else seed & 0xFFFFFFFF)
     # The reader's session: the names of earlier sections are at hand, plus the ones examples take as given.
     namespace: dict = {name: getattr(llamapy, name) for name in llamapy.__all__} | GIVEN
-    code = _localise(block.code, model_path, tmp, hub)
+    code = _localise(block.code, model_path, tmp, hub, server_exe)
+    if "start_server(" in code:  # it serves until stopped: here it serves from a thread until the test ends
+        def start_in_background(model_path, host="127.0.0.1", port=8080, **settings):
+            servers.append(llamapy.server.BackgroundServer(model_path, host, port, n_threads=1, **settings).start())
+
+        monkeypatch.setattr(llamapy.server, "start_server", start_in_background)
     if "model" in code and "model =" not in code and "model.get_vocab" in code:  # the vocab example reads a model
         namespace["model"] = llamapy.LlamaModel(str(model_path))
     if "ctx.decode" in code or "LlamaContext(model" in code or "sampler.sample(ctx" in code:
@@ -260,12 +278,23 @@ def run_example(block: Block, model_path: Path, tmp: Path, hub: Hub, monkeypatch
     return namespace
 
 
+@pytest.fixture
+def servers():
+    """Servers an example started in the background, stopped when its test ends."""
+    started: list = []
+    yield started
+    for server in started:
+        server.stop()
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_reference_block(block: Block, model_path, tmp_path, hub, monkeypatch):
+def test_reference_block(block: Block, model_path, tmp_path, hub, monkeypatch, llama_server_exe, servers):
     if _is_signature(block.code):
         check_signature(block)
         return
-    ns = run_example(block, model_path, tmp_path, hub, monkeypatch)
+    ns = run_example(block, model_path, tmp_path, hub, monkeypatch, llama_server_exe, servers)
+    if "response" in ns and hasattr(ns["response"], "choices"):  # an OpenAI-style answer
+        assert ns["response"].choices[0].message.content.strip()
     for name in ("response", "text", "result"):
         if name in ns and isinstance(ns[name], str):
             assert ns[name].strip(), f"{name} is empty"

@@ -2,27 +2,14 @@
 asked the same questions as llamapy's server. Tokens and greedy answers must be the same."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import httpx
 import openai
 import pytest
 
 from llamapy.server import ServerLauncher
 
-REPO = Path(__file__).resolve().parent.parent
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away,"]
 QUESTIONS = ["What is the largest planet?", "Give me a word that rhymes with cat."]
-
-
-@pytest.fixture(scope="module")
-def llama_server_exe(info) -> Path:
-    """llama-server, built once into the cached build (only its own sources are compiled)."""
-    sys.path.insert(0, str(REPO))
-    from tools.cmake_build import build_server
-
-    return build_server(Path(info["llama_cpp"]["build_dir"]))
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import rpc
 from .._ffi import ffi, lib
 from ..errors import LlamaError
 from ..gguf.file import GGUFFile
@@ -403,13 +404,17 @@ def _with_projector(est: MemoryEstimate, mmproj: str | os.PathLike | None) -> Me
 
 def _exact(model_path: str | os.PathLike, n_ctx: int | None, n_batch: int, n_ubatch: int, n_gpu_layers: int,
            type_k: str, type_v: str, n_seq_max: int, flash_attn: bool, kv_unified: bool) -> MemoryEstimate:
-    from ..model import check_model_file
+    from ..model import _devices, check_model_file
 
     p = check_model_file(model_path)
     mparams = lib.llama_model_default_params()
     mparams.no_alloc = True
     mparams.load_mode = lib.LLAMA_LOAD_MODE_NONE
     mparams.n_gpu_layers = n_gpu_layers
+    devices = None
+    if rpc.registered_servers():  # name the devices, leaving out servers that went away
+        devices = _devices(rpc.live_offload_devices())
+        mparams.devices = devices
     model = lib.llama_model_load_from_file(os.fsencode(p), mparams)
     if model == ffi.NULL:
         raise EstimateError(f"llama.cpp could not read {p.name}")

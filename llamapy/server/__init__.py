@@ -9,7 +9,8 @@ from typing import Any
 from .launcher import ServerLaunchError, ServerLauncher, find_server_binary
 
 INSTALL_HINT = "the llamapy server needs its extra: pip install 'llamapy[server]'"
-_NEEDS_EXTRA = {"start_server": "embedded", "EmbeddedServer": "embedded", "create_app": "app",
+_NEEDS_EXTRA = {"start_server": "embedded", "EmbeddedServer": "embedded", "BackgroundServer": "embedded",
+                "MongooseServer": "embedded", "create_app": "app",
                 "ServerSettings": "settings", "Engine": "engine"}
 
 
@@ -31,5 +32,5 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f".{_NEEDS_EXTRA[name]}", __name__), name)
 
 
-__all__ = ["start_server", "EmbeddedServer", "create_app", "ServerSettings", "Engine", "ServerLauncher",
-           "ServerLaunchError", "find_server_binary", "require_server_extra"]
+__all__ = ["start_server", "EmbeddedServer", "BackgroundServer", "MongooseServer", "create_app", "ServerSettings",
+           "Engine", "ServerLauncher", "ServerLaunchError", "find_server_binary", "require_server_extra"]

@@ -83,3 +83,22 @@ def start_server(model_path: str | os.PathLike, host: str = "127.0.0.1", port: i
     config = ServerSettings.from_kwargs(model_path, host=host, port=port, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
                                         n_parallel=n_parallel, api_key=api_key, **settings)
     EmbeddedServer(config, log_level=log_level).run()
+
+class BackgroundServer(EmbeddedServer):
+    """The server in a background thread, set up from keywords: ``start()``, ``is_running()``, ``stop()``.
+
+    Also named ``MongooseServer``: cyllama code starts its background server under that name.
+    Other keywords are ServerSettings fields or generation defaults, as for :func:`start_server`.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, n_ctx: int = 16384,
+                 n_threads: int | None = None, log_level: str = "warning", **settings: Any):
+        super().__init__(ServerSettings.from_kwargs(model_path, host=host, port=port, n_ctx=n_ctx, n_threads=n_threads,
+                                                    **settings), log_level=log_level)
+
+    def is_running(self) -> bool:
+        """Whether the server thread is up and serving."""
+        return self._thread is not None and self._thread.is_alive() and bool(self.server.started)
+
+
+MongooseServer = BackgroundServer
