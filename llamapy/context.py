@@ -155,6 +155,20 @@ class Memory:
             raise ContextError("this model's memory cannot shift positions")
 
 
+def _check_pooled_split(model: Model, params: Any) -> None:
+    """Refuse what llama.cpp would abort on: pooled embeddings over several sequences, where a
+    micro-batch is split evenly between them, need n_ubatch to be a multiple of n_seq_max."""
+    if not params.embeddings or params.n_seq_max <= 1:
+        return
+    pooling = params.pooling_type
+    if pooling == lib.LLAMA_POOLING_TYPE_UNSPECIFIED:
+        pooling = int(model.meta(f"{model.meta('general.architecture')}.pooling_type") or 0)
+    n_ubatch = min(params.n_batch, params.n_ubatch)
+    if pooling != lib.LLAMA_POOLING_TYPE_NONE and n_ubatch % params.n_seq_max:
+        raise ContextError(f"pooled embeddings over n_seq_max={params.n_seq_max} sequences need n_ubatch "
+                           f"({n_ubatch}) to be a multiple of n_seq_max (llama.cpp would abort)")
+
+
 class Context(CObject):
     """A llama.cpp context: decodes batches against a model and holds its memory.
 
@@ -209,6 +223,7 @@ class Context(CObject):
         abort.poll_interval = POLL_INTERVAL_S
         params.abort_callback = ffi.addressof(lib, "llamapy_abort_callback")
         params.abort_callback_data = abort
+        _check_pooled_split(model, params)
         model.check_servers()
         ptr = lib.llama_init_from_model(model._ptr, params)
         if ptr == ffi.NULL:

@@ -207,6 +207,23 @@ def test_bad_input_gets_clear_errors(emb, minilm, model_path, cross_encoder_gguf
         Embedder(minilm, pooling="max")
 
 
+def test_pooled_context_with_an_uneven_split_is_refused(minilm):
+    """llama.cpp aborts creating such a context (found with n_ubatch 64 over 3 sequences): a clear error instead."""
+    code = f"""
+from llamapy import Context, ContextError, Model
+m = Model.from_file({str(minilm)!r})
+try:
+    Context(m, embeddings=True, n_batch=64, n_ubatch=64, n_seq_max=3)
+except ContextError as e:
+    print("refused:", e)
+print(Context(m, embeddings=True, n_batch=66, n_ubatch=66, n_seq_max=3).n_seq_max)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "refused: pooled embeddings over n_seq_max=3 sequences need n_ubatch (64)" in run.stdout
+    assert run.stdout.strip().endswith("3")
+
+
 # -- reranking ---------------------------------------------------------------------------------
 DOCS = ["A man plays a guitar.", "Stocks fell sharply on Monday.", "Someone is performing music on stage.",
         "The recipe needs two eggs.", "Music is played by a band."]
