@@ -18,6 +18,7 @@ import inspect
 import io
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,22 @@ from llamapy.server.launcher import free_port
 from tests.hub_server import Hub
 
 REPO = Path(__file__).resolve().parent.parent
-REFERENCE = Path(os.environ.get("LLAMAPY_REFERENCE_DIR") or REPO.parent / "shared" / "reference")
+
+
+def _reference_dir() -> Path:
+    """$LLAMAPY_REFERENCE_DIR, else ``shared/reference`` beside this checkout or beside the
+    repository it was cloned from (a fresh clone in another folder still finds them)."""
+    if os.environ.get("LLAMAPY_REFERENCE_DIR"):
+        return Path(os.environ["LLAMAPY_REFERENCE_DIR"])
+    homes = [REPO]
+    origin = subprocess.run(["git", "-C", str(REPO), "config", "remote.origin.url"], capture_output=True, text=True)
+    if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
+        homes.append(Path(origin.stdout.strip()).resolve())
+    candidates = [home.parent / "shared" / "reference" for home in homes]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+REFERENCE = _reference_dir()
 
 # Sections each issue covers; later issues add theirs.
 COVERED = {
