@@ -363,3 +363,23 @@ class JsonCallFormat(ToolFormat):
         tail = f" nl {gbnf_literal(self.closer)}" if self.closer else ""
         body = json_call_rule(name, args_rule, self.name_key, self.args_key)
         return f"{gbnf_literal(self.openers[0])} nl {body}{tail}"
+
+
+class JsonArrayCallFormat(ToolFormat):
+    """Calls written as one JSON array of ``{"name": ..., "arguments": ...}`` objects after the opener."""
+
+    def parse_call(self, text: str, start: int, pos: int, final: bool,
+                   tool_names: Collection[str] | None) -> tuple[list[ToolCall], int] | str:
+        end = json_end(text, pos, "[")
+        if not isinstance(end, int):
+            return end
+        items = load_json(text[pos:end])
+        calls = [call_from_object(i, tool_names) for i in items] if isinstance(items, list) and items else [None]
+        return (calls, end) if all(calls) else INVALID  # type: ignore[return-value]
+
+    def call_rule(self, name: str, args_rule: str) -> str:
+        return json_call_rule(name, args_rule)
+
+    def calls_rule(self, parallel: bool) -> str:
+        more = ' ( "," ws call )*' if parallel else ""
+        return f'{gbnf_literal(self.openers[0])} nl "[" ws call{more} ws "]"'

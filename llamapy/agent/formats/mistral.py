@@ -7,8 +7,8 @@ import string
 from typing import Collection
 
 from ..messages import ToolCall, dump_arguments
-from .base import INCOMPLETE, INVALID, ToolFormat, call_from_object, gbnf_literal, json_call_rule, json_end, \
-    load_json, skip_ws
+from .base import INCOMPLETE, INVALID, JsonArrayCallFormat, ToolFormat, gbnf_literal, json_end, load_json, \
+    skip_ws
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -18,7 +18,7 @@ def mistral_id() -> str:
     return "".join(secrets.choice(_ALNUM) for _ in range(9))
 
 
-class MistralNemoFormat(ToolFormat):
+class MistralNemoFormat(JsonArrayCallFormat):
     name = "mistral-nemo"
     think = None
     openers = ("[TOOL_CALLS]",)
@@ -29,22 +29,6 @@ class MistralNemoFormat(ToolFormat):
 
     def new_id(self) -> str:
         return mistral_id()
-
-    def parse_call(self, text: str, start: int, pos: int, final: bool,
-                   tool_names: Collection[str] | None) -> tuple[list[ToolCall], int] | str:
-        end = json_end(text, pos, "[")
-        if not isinstance(end, int):
-            return end
-        items = load_json(text[pos:end])
-        calls = [call_from_object(i, tool_names) for i in items] if isinstance(items, list) and items else [None]
-        return (calls, end) if all(calls) else INVALID  # type: ignore[return-value]
-
-    def call_rule(self, name: str, args_rule: str) -> str:
-        return json_call_rule(name, args_rule)
-
-    def calls_rule(self, parallel: bool) -> str:
-        more = ' ( "," ws call )*' if parallel else ""
-        return f'"[TOOL_CALLS]" nl "[" ws call{more} ws "]"'
 
 
 class MistralFormat(ToolFormat):
