@@ -368,13 +368,17 @@ class JsonCallFormat(ToolFormat):
 class JsonArrayCallFormat(ToolFormat):
     """Calls written as one JSON array of ``{"name": ..., "arguments": ...}`` objects after the opener."""
 
+    name_keys: tuple[str, ...] = ("name",)
+    arg_keys: tuple[str, ...] = ("arguments", "parameters")
+
     def parse_call(self, text: str, start: int, pos: int, final: bool,
                    tool_names: Collection[str] | None) -> tuple[list[ToolCall], int] | str:
         end = json_end(text, pos, "[")
         if not isinstance(end, int):
             return end
         items = load_json(text[pos:end])
-        calls = [call_from_object(i, tool_names) for i in items] if isinstance(items, list) and items else [None]
+        calls = [call_from_object(i, tool_names, self.name_keys, self.arg_keys)
+                 for i in items] if isinstance(items, list) and items else [None]
         return (calls, end) if all(calls) else INVALID  # type: ignore[return-value]
 
     def call_rule(self, name: str, args_rule: str) -> str:

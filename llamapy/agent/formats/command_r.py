@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Collection
 
-from ..messages import ParsedMessage, ToolCall
-from .base import INVALID, ToolFormat, call_from_object, held_prefix, json_call_rule, json_end, load_json
+from ..messages import ParsedMessage
+from .base import JsonArrayCallFormat, held_prefix, json_call_rule
 
 RESPONSE_BEGIN, RESPONSE_END = "<|START_RESPONSE|>", "<|END_RESPONSE|>"
 
 
-class CommandR7BFormat(ToolFormat):
+class CommandR7BFormat(JsonArrayCallFormat):
     name = "command-r7b"
+    name_keys = ("tool_name", "name")
+    arg_keys = ("parameters", "arguments")
     think = ("<|START_THINKING|>", "<|END_THINKING|>")
     openers = ("<|START_ACTION|>",)
     trailer = "<|END_ACTION|>"
@@ -34,18 +36,6 @@ class CommandR7BFormat(ToolFormat):
         if not final and msg.content:
             cut = held_prefix(msg.content, [RESPONSE_END])
             msg.content = msg.content[:len(msg.content) - cut].rstrip()
-
-    def parse_call(self, text: str, start: int, pos: int, final: bool,
-                   tool_names: Collection[str] | None) -> tuple[list[ToolCall], int] | str:
-        end = json_end(text, pos, "[")
-        if not isinstance(end, int):
-            return end
-        items = load_json(text[pos:end])
-        calls = [call_from_object(i, tool_names, ("tool_name", "name"), ("parameters", "arguments"))
-                 for i in items] if isinstance(items, list) and items else [None]
-        if not all(calls):
-            return INVALID
-        return calls, end  # type: ignore[return-value]
 
     def call_rule(self, name: str, args_rule: str) -> str:
         return (f'"{{" ws "\\"tool_call_id\\"" ws ":" ws "\\"" [0-9]{{1,3}} "\\"" ws "," ws '
