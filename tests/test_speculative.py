@@ -29,6 +29,7 @@ from llamapy.generation.speculative import (
     VocabMismatchError,
     speculative_sample,
 )
+from llamapy.generation.prompt_lookup import PromptLookup
 from llamapy.hub.catalog import pull
 
 CODE_PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
@@ -311,6 +312,34 @@ def test_ngram_drafter_follows_the_text():
     # a different text (a new prompt) is counted afresh
     assert drafter.draft([7, 8, 9, 7, 8], 9, 3).tokens == [7, 8, 9]
     assert drafter.draft([7, 8, 9, 7, 8], 9, 0).tokens == []
+
+
+def test_prompt_lookup_copies_after_the_longest_match():
+    lookup = PromptLookup(min_match=3)
+    # "9 1 2 3 | 4 ..." and "8 1 2 3 | 5 ...": the text ends "9 1 2 3", so the first occurrence agrees longest
+    lookup.extend([9, 1, 2, 3, 4, 4, 4, 8, 1, 2, 3, 5, 5, 0, 9, 1, 2, 3])
+    assert lookup.match() == (4, 4)
+    assert lookup.draft(5) == [4, 4, 4, 8, 1] and lookup.draft(0) == []
+    # equal agreement: the most recent occurrence wins
+    lookup.reset()
+    lookup.extend([7, 1, 2, 3, 4, 7, 1, 2, 3, 5, 7, 1, 2, 3])
+    assert lookup.match() == (4, 9) and lookup.draft(3) == [5, 7, 1]
+    # agreement shorter than min_match, or a never seen end: no draft
+    lookup.reset()
+    lookup.extend([5, 2, 3, 4, 6, 2, 3])
+    assert lookup.match() == (0, -1) and lookup.draft(4) == []
+    lookup.extend([1])
+    assert lookup.draft(4) == []
+    with pytest.raises(ValueError, match="min_match"):
+        PromptLookup(min_match=1)
+
+
+def test_ngram_drafter_copies_long_stretches_of_the_prompt():
+    code = list(range(100, 160))
+    drafter = NgramDrafter()
+    # the output started copying the prompt's code: the draft is the rest of it, as long as asked
+    history = [1, 2] + code + [3, 4] + code[:10]
+    assert drafter.draft(history, code[10], 32).tokens == code[11:43]
 
 
 def _back_off(policy: DraftLengthPolicy) -> None:

@@ -27,6 +27,7 @@ from ..errors import LlamaError
 from ..model import Model
 from ..sampler import TOKEN_DATA, Sampler, SamplerChain
 from .ngram_cache import NGRAM_MAX, NgramCache, check_ngram_sizes
+from .prompt_lookup import PromptLookup
 
 if TYPE_CHECKING:
     from .config import GenerationConfig
@@ -315,19 +316,22 @@ class DraftModelDrafter:
 
 
 class NgramDrafter:
-    """Drafts from the text itself: the continuation of the longest n-gram (up to ``ngram_max``
-    tokens) that already occurred in the prompt or the output, as llama.cpp's lookup decoding does.
+    """Drafts from the text itself, no second model needed (drafting costs microseconds).
 
-    ``dynamic`` (a cache of earlier generations) and ``static`` (2-grams of a corpus) are
-    consulted as well when given. No second model is needed: drafting costs microseconds.
+    First choice is a copy: what followed the longest earlier occurrence of the text's end in
+    the prompt or the output (:class:`PromptLookup`, at least ``min_match`` tokens agreeing), as
+    long as the draft may be. Failing that, the n-gram caches, as llama.cpp's lookup decoding
+    does: the continuation of the longest n-gram (up to ``ngram_max`` tokens) seen in the text,
+    then ``dynamic`` (a cache of earlier generations) and ``static`` (2-grams of a corpus).
     """
 
     def __init__(self, ngram_min: int = 1, ngram_max: int = NGRAM_MAX, dynamic: NgramCache | None = None,
-                 static: NgramCache | None = None):
+                 static: NgramCache | None = None, min_match: int = 3):
         check_ngram_sizes(ngram_min, ngram_max)
         self.ngram_min, self.ngram_max = ngram_min, ngram_max
         self.dynamic, self.static = dynamic, static
         self.context = NgramCache()
+        self.lookup = PromptLookup(min_match)
         self._n = 0  # tokens counted into the context cache
         self._tail: list[int] = []  # the last NGRAM_MAX of them
 
@@ -337,6 +341,7 @@ class NgramDrafter:
 
     def _reset(self) -> None:
         self.context.clear()
+        self.lookup.reset()
         self._n, self._tail = 0, []
 
     def draft(self, history: Sequence[int], last: int, n_max: int) -> Draft:
@@ -347,6 +352,10 @@ class NgramDrafter:
         self.context.update(recent, self.ngram_min, self.ngram_max, n_new=len(new))
         self._n += len(new)
         self._tail = recent[-NGRAM_MAX:]
+        self.lookup.extend(new)
+        tokens = self.lookup.draft(n_max)
+        if tokens:
+            return Draft(tokens)
         tokens = self.context.draft(self._tail, n_max, self.ngram_min, self.ngram_max, dynamic=self.dynamic,
                                     static=self.static) if n_max > 0 else []
         return Draft(tokens)
