@@ -86,6 +86,28 @@ llama_token llamapy_greedy(struct llama_context *ctx, int32_t idx) {
     return best;
 }
 
+int32_t llamapy_masked_candidates(struct llama_context *ctx, int32_t idx, const uint32_t *mask,
+                                  int32_t n_vocab, llama_token_data *out) {
+    const float *logits = llama_get_logits_ith(ctx, idx);
+    if (logits == NULL) {
+        return -1;
+    }
+    int32_t n = 0;
+    const int32_t n_words = (n_vocab + 31) / 32;
+    for (int32_t w = 0; w < n_words; w++) {
+        uint32_t bits = mask[w];
+        for (int32_t tok = w * 32; bits != 0 && tok < n_vocab; tok++, bits >>= 1) {
+            if (bits & 1u) {
+                out[n].id = tok;
+                out[n].logit = logits[tok];
+                out[n].p = 0.0f;
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
 static void llamapy_batch_put(struct llama_batch *b, int32_t i, llama_token tok, llama_pos pos,
                               const llama_seq_id *seqs, int32_t n_seq, bool logits) {
     if (b->token != NULL) {

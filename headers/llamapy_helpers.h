@@ -48,6 +48,14 @@ int32_t llamapy_batch_add_token(struct llama_batch *batch, int32_t capacity, lla
  * Returns -1 when the last decode produced no logits for idx. */
 llama_token llamapy_greedy(struct llama_context *ctx, int32_t idx);
 
+/* The candidates a token bit mask allows (token t allowed when bit t % 32 of mask[t / 32] is
+ * set, as grammar engines write masks), with their logits from output idx, in token order:
+ * fills out (room for n_vocab entries) and returns how many. One pass over the mask instead
+ * of unpacking it, gathering logits and building candidates separately.
+ * Returns -1 when the last decode produced no logits for idx. */
+int32_t llamapy_masked_candidates(struct llama_context *ctx, int32_t idx, const uint32_t *mask,
+                                  int32_t n_vocab, llama_token_data *out);
+
 /* Memory a context uses per buffer type (see headers/llamapy_memory.cpp). Fills up to
  * capacity entries and returns how many there are. */
 struct llamapy_buffer_usage {

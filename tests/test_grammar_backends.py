@@ -204,6 +204,34 @@ def test_a_complete_grammar_is_not_asked_again(llm, model, backend, temperature)
     assert calls_when_complete is not None and counting.calls == calls_when_complete
 
 
+def test_bit_mask_candidates_are_the_allowed_tokens_with_their_logits(llm, model):
+    """The C pass over llguidance's mask gives the same tokens as unpacking it, with the context's logits."""
+    sampler = constrain(model, Grammar.json_schema(ORDER), llm.config.replace(temperature=0.8, seed=3).sampler(model),
+                        "llguidance")
+    c = sampler.constraint
+    assert c.bit_mask
+    with Context(model, n_ctx=512, n_batch=64, n_threads=2) as ctx:
+        batch = Batch(64)
+        tokens = model.vocab.tokenize_prompt("JSON:")
+        batch.add_sequence(tokens, 0, 0, "last")
+        ctx.decode(batch)
+        sizes = set()
+        for pos in range(len(tokens), len(tokens) + 12):
+            cand = sampler._masked(ctx, -1, c.mask())
+            ids = c.allowed()
+            assert cand["id"].tolist() == ids.tolist()
+            assert (cand["logit"] == ctx.logits(-1)[ids]).all()
+            sizes.add(ids.size)
+            tok = sampler.sample(ctx, -1)
+            assert tok in set(ids.tolist())
+            batch.clear()
+            batch.add(tok, pos, 0, True)
+            ctx.decode(batch)
+    assert len(sizes) > 2 and max(sizes) > 1000  # from a few forced tokens to most of the vocabulary
+    with pytest.raises(NotImplementedError):
+        make_constraint(model, Grammar.json_schema(ORDER), "llama").mask()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ignore_eos_past_the_end_of_the_object(llm, backend):
     schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}},

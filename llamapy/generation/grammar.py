@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from .._ffi import ffi, lib
 from ..enums import TokenAttr
 from ..errors import GrammarError, SchemaError
 from ..sampler import TOKEN_DATA, Sampler, SamplerChain
@@ -105,7 +106,18 @@ class Grammar:
 
 
 class Constraint(ABC):
-    """One sequence's position in a grammar: which tokens may come next."""
+    """One sequence's position in a grammar: which tokens may come next.
+
+    Engines that compute a bit mask of the vocabulary natively set ``bit_mask`` and offer
+    :meth:`mask`, which the sampler turns into candidates in one C pass.
+    """
+
+    bit_mask: ClassVar[bool] = False
+
+    def mask(self) -> np.ndarray | None:
+        """The allowed tokens as uint32 words (token t: bit t % 32 of word t // 32); None while
+        any token may. Only for engines with ``bit_mask``."""
+        raise NotImplementedError(f"{type(self).__name__} computes no bit mask")
 
     @abstractmethod
     def allows(self, token: int) -> bool:
@@ -365,10 +377,12 @@ def _compile(llg: Any, grammar: Grammar) -> tuple[str, str, type]:
 class LLGuidanceConstraint(Constraint):
     """An llguidance matcher: one call computes the bit mask of the whole vocabulary."""
 
+    bit_mask = True
+
     def __init__(self, matcher: Any, n_vocab: int, triggers: _Triggers | None = None):
         self._matcher = matcher
         self._n_vocab = n_vocab
-        self._mask = np.full((n_vocab + 31) // 32, -1, dtype=np.int32)
+        self._mask = np.full((n_vocab + 31) // 32, 0xFFFFFFFF, dtype=np.uint32)
         self._mask_ptr = self._mask.ctypes.data
         self._triggers = triggers
         self._waiting = triggers is not None
@@ -376,14 +390,20 @@ class LLGuidanceConstraint(Constraint):
     def allows(self, token: int) -> bool:
         return self._waiting or self._matcher.validate_tokens([token]) == 1
 
-    def allowed(self) -> np.ndarray | None:
+    def mask(self) -> np.ndarray | None:
         if self._waiting:
             return None
         m = self._matcher
         m.unsafe_compute_mask_ptr(self._mask_ptr, self._mask.nbytes)
         if m.is_error():
             raise GrammarError(f"grammar error: {m.get_error()}")
-        bits = np.unpackbits(self._mask.view(np.uint8), count=self._n_vocab, bitorder="little")
+        return self._mask
+
+    def allowed(self) -> np.ndarray | None:
+        mask = self.mask()
+        if mask is None:
+            return None
+        bits = np.unpackbits(mask.view(np.uint8), count=self._n_vocab, bitorder="little")
         return np.flatnonzero(bits).astype(np.int32)
 
     def accept(self, token: int) -> None:
@@ -515,6 +535,7 @@ class ConstrainedSampler:
         self._eog = eog_tokens(model)
         self._greedy = chain._greedy_flags[-1]
         self._full: np.ndarray | None = None  # all candidates, for a greedy chain with penalties
+        self._cand: np.ndarray | None = None  # candidates of a bit mask, reused
         self._complete = False
 
     @property
@@ -535,7 +556,13 @@ class ConstrainedSampler:
                 chain.accept(tok)
                 c.accept(tok)
                 return tok
-        ids = c.allowed()
+        if c.bit_mask:
+            mask = c.mask()
+            cand = None if mask is None else self._masked(ctx, idx, mask)
+            ids = None if cand is None else cand["id"]
+        else:
+            ids = c.allowed()
+            cand = None
         if ids is None:  # a lazy grammar still waiting for its trigger
             tok = chain.sample(ctx, idx)
             c.accept(tok)
@@ -545,8 +572,32 @@ class ConstrainedSampler:
         if ids.size <= self._eog.size and np.isin(ids, self._eog).all():
             self._complete = True
             return self._pick(ctx, idx, ids)
-        tok = self._pick(ctx, idx, ids)
+        tok = self._pick(ctx, idx, ids) if cand is None else self._choose(cand)
         c.accept(tok)
+        return tok
+
+    def _masked(self, ctx: Context, idx: int, mask: np.ndarray) -> np.ndarray:
+        """The candidates ``mask`` allows, with their logits from output ``idx`` (a view of a buffer
+        reused at every step, filled by one C pass over the mask)."""
+        n_vocab = mask.size * 32
+        buf = self._cand
+        if buf is None or buf.size < n_vocab:
+            buf = self._cand = np.empty(n_vocab, dtype=TOKEN_DATA)
+        n = lib.llamapy_masked_candidates(ctx._ptr, idx, ffi.from_buffer("uint32_t[]", mask),
+                                          min(n_vocab, ctx.model.vocab.n_tokens),
+                                          ffi.from_buffer("llama_token_data[]", buf))
+        if n < 0:
+            raise IndexError(f"no logits for output {idx} of the last decode (request them in the batch)")
+        return buf[:n]
+
+    def _choose(self, cand: np.ndarray) -> int:
+        """Let the chain choose among candidates that hold their logits, and accept it."""
+        chain = self.chain
+        if chain._only_greedy:
+            return int(cand["id"][int(np.argmax(cand["logit"]))])  # the first largest, as greedy picks
+        chain.apply(cand)
+        tok = int(cand["id"][chain.selected])
+        chain.accept(tok)
         return tok
 
     def _unconstrained_greedy(self, ctx: Context, idx: int) -> int:
