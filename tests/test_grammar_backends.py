@@ -297,7 +297,7 @@ with LLM({str(model_path)!r}, temperature=0, max_tokens=4, n_ctx=256) as llm:
 """
     r = run_python(code)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "grammar_backend='llguidance' needs the llguidance package: pip install 'llamapy[llguidance]'"
+    assert r.stdout.strip() == "grammar_backend='llguidance' needs the llguidance package: pip install 'llamapy[grammar]'"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

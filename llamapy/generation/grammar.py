@@ -6,7 +6,7 @@ into a :class:`Constraint`, one sequence's position in the grammar:
 
 - ``"llama"``: llama.cpp's grammar sampler. Always available; it checks candidate
   tokens one by one against a stack machine, so its cost grows with the vocabulary.
-- ``"llguidance"``: the llguidance engine (``pip install 'llamapy[llguidance]'``). It
+- ``"llguidance"``: the llguidance engine (``pip install 'llamapy[grammar]'``). It
   computes the whole token mask at once and also reads Lark and regular expressions.
 
 :class:`ConstrainedSampler` puts a constraint in front of a llama.cpp sampler chain: the
@@ -18,9 +18,11 @@ considered, without asking the grammar again.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from ..vocab import Vocab
 
 SYNTAXES = ("gbnf", "json_schema", "lark", "regex")
-INSTALL_HINT = "grammar_backend='llguidance' needs the llguidance package: pip install 'llamapy[llguidance]'"
+INSTALL_HINT = "grammar_backend='llguidance' needs the llguidance package: pip install 'llamapy[grammar]'"
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,10 @@ class Constraint(ABC):
         """The allowed tokens as uint32 words (token t: bit t % 32 of word t // 32); None while
         any token may. Only for engines with ``bit_mask``."""
         raise NotImplementedError(f"{type(self).__name__} computes no bit mask")
+
+    def prefetch(self) -> None:
+        """Start computing the next mask in the background (engines that can: while the model
+        decodes the token just accepted); a no-op elsewhere."""
 
     @abstractmethod
     def allows(self, token: int) -> bool:
@@ -374,6 +380,12 @@ def _compile(llg: Any, grammar: Grammar) -> tuple[str, str, type]:
     return llg.LLMatcher.grammar_from_regex(grammar.source), "regular expression", GrammarError
 
 
+@functools.cache
+def _mask_worker() -> ThreadPoolExecutor:
+    """The thread that computes prefetched masks (llguidance releases the GIL meanwhile)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamapy-mask")
+
+
 class LLGuidanceConstraint(Constraint):
     """An llguidance matcher: one call computes the bit mask of the whole vocabulary."""
 
@@ -386,15 +398,35 @@ class LLGuidanceConstraint(Constraint):
         self._mask_ptr = self._mask.ctypes.data
         self._triggers = triggers
         self._waiting = triggers is not None
+        self._pending: Future | None = None  # a mask being computed in the background
+        self._fresh = False  # the mask buffer holds the mask of the current position
+
+    def _settle(self) -> None:
+        """Wait for a background mask: the matcher serves one caller at a time."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+            self._fresh = True
+
+    def _compute(self) -> None:
+        self._matcher.unsafe_compute_mask_ptr(self._mask_ptr, self._mask.nbytes)  # drops the GIL
+
+    def prefetch(self) -> None:
+        if not self._waiting and self._pending is None and not self._fresh:
+            self._pending = _mask_worker().submit(self._compute)
 
     def allows(self, token: int) -> bool:
+        self._settle()
         return self._waiting or self._matcher.validate_tokens([token]) == 1
 
     def mask(self) -> np.ndarray | None:
+        self._settle()
         if self._waiting:
             return None
         m = self._matcher
-        m.unsafe_compute_mask_ptr(self._mask_ptr, self._mask.nbytes)
+        if not self._fresh:
+            self._compute()
+            self._fresh = True
         if m.is_error():
             raise GrammarError(f"grammar error: {m.get_error()}")
         return self._mask
@@ -407,6 +439,8 @@ class LLGuidanceConstraint(Constraint):
         return np.flatnonzero(bits).astype(np.int32)
 
     def accept(self, token: int) -> None:
+        self._settle()
+        self._fresh = False
         if self._triggers is not None and self._waiting:
             tokens = self._triggers.push(token)
             if tokens is None:
@@ -419,6 +453,8 @@ class LLGuidanceConstraint(Constraint):
             raise GrammarError(f"the grammar rejected the generated text: {self._matcher.get_error()}")
 
     def reset(self) -> None:
+        self._settle()
+        self._fresh = False
         self._matcher.reset()
         if self._triggers is not None:
             self._triggers.reset()
@@ -426,6 +462,7 @@ class LLGuidanceConstraint(Constraint):
 
     @property
     def complete(self) -> bool:
+        self._settle()
         return not self._waiting and self._matcher.is_stopped()
 
 
@@ -574,6 +611,8 @@ class ConstrainedSampler:
             return self._pick(ctx, idx, ids)
         tok = self._pick(ctx, idx, ids) if cand is None else self._choose(cand)
         c.accept(tok)
+        if not self._greedy:  # (greedy checks the model's own choice first, and rarely needs a mask)
+            c.prefetch()  # the next mask, computed while the model decodes this token
         return tok
 
     def _masked(self, ctx: Context, idx: int, mask: np.ndarray) -> np.ndarray:
