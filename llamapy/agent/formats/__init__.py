@@ -5,17 +5,23 @@ from .base import ToolFormat
 from .command_r import CommandR7BFormat
 from .deepseek import DeepSeekFormat, DeepSeekR1Format
 from .functionary import FunctionaryV31Format, FunctionaryV32Format
+from .gemma4 import Gemma4Format
 from .generic import GenericFormat
 from .glm import GlmFormat
+from .gpt_oss import GptOssFormat
 from .granite import GraniteFormat
 from .hermes import HermesFormat
 from .kimi import KimiK2Format
+from .lfm2 import Lfm2Format
 from .llama3 import Llama3Format
 from .mistral import MistralFormat, MistralNemoFormat
 from .qwen3_coder import Qwen3CoderFormat
 
 # Most specific first: several families share markers (``<tool_call>``, ``<function=``, ``[TOOL_CALLS]``).
 FORMATS: list[type[ToolFormat]] = [
+    GptOssFormat,
+    Gemma4Format,
+    Lfm2Format,
     FunctionaryV32Format,
     KimiK2Format,
     DeepSeekR1Format,
