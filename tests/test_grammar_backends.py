@@ -11,7 +11,7 @@ import json
 import jsonschema
 import pytest
 
-from llamapy import LLM, BatchGenerator, BatchRequest, GrammarError, SamplerChain, SchemaError
+from llamapy import LLM, BatchGenerator, BatchRequest, GenerationConfig, GrammarError, SamplerChain, SchemaError
 from llamapy.batch import Batch
 from llamapy.context import Context
 from llamapy.generation.grammar import (
@@ -230,6 +230,35 @@ def test_bit_mask_candidates_are_the_allowed_tokens_with_their_logits(llm, model
     assert len(sizes) > 2 and max(sizes) > 1000  # from a few forced tokens to most of the vocabulary
     with pytest.raises(NotImplementedError):
         make_constraint(model, Grammar.json_schema(ORDER), "llama").mask()
+
+
+def test_prefetched_masks_give_the_same_tokens(model):
+    """A mask computed in the background while the model decodes is the mask of the right position:
+    the same seed gives the same tokens with and without prefetching."""
+    def run(prefetch: bool) -> list[int]:
+        cfg = GenerationConfig(temperature=1.0, seed=11)
+        sampler = constrain(model, Grammar.json_schema(ORDER), cfg.sampler(model), "llguidance")
+        c = sampler.constraint
+        with Context(model, n_ctx=512, n_batch=64, n_threads=2) as ctx:
+            batch = Batch(64)
+            tokens = model.vocab.tokenize_prompt("JSON:")
+            batch.add_sequence(tokens, 0, 0, "last")
+            ctx.decode(batch)
+            out = []
+            for pos in range(len(tokens), len(tokens) + 40):
+                tok = sampler.sample(ctx, -1)
+                out.append(tok)
+                if prefetch:
+                    c.prefetch()
+                    assert c._pending is not None or c._waiting or c._fresh
+                batch.clear()
+                batch.add(tok, pos, 0, True)
+                ctx.decode(batch)
+                if sampler.complete:
+                    break
+        return out
+
+    assert run(True) == run(False)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

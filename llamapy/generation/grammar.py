@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -380,6 +381,12 @@ def _compile(llg: Any, grammar: Grammar) -> tuple[str, str, type]:
     return llg.LLMatcher.grammar_from_regex(grammar.source), "regular expression", GrammarError
 
 
+def _spare_core(ctx: Context) -> bool:
+    """Whether a core is left over while the model decodes (the context does not use them all):
+    only then does computing the next mask meanwhile save time rather than slow the decode."""
+    return (os.cpu_count() or 1) > max(ctx.n_threads, ctx.n_threads_batch)
+
+
 @functools.cache
 def _mask_worker() -> ThreadPoolExecutor:
     """The thread that computes prefetched masks (llguidance releases the GIL meanwhile)."""
@@ -611,7 +618,7 @@ class ConstrainedSampler:
             return self._pick(ctx, idx, ids)
         tok = self._pick(ctx, idx, ids) if cand is None else self._choose(cand)
         c.accept(tok)
-        if not self._greedy:  # (greedy checks the model's own choice first, and rarely needs a mask)
+        if not self._greedy and _spare_core(ctx):  # (greedy checks the model's own choice first)
             c.prefetch()  # the next mask, computed while the model decodes this token
         return tok
 
