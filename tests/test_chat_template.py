@@ -66,3 +66,10 @@ def test_template_escape_from_a_gguf_is_stopped(model_path, tmp_path, payload):
         with pytest.raises(TemplateSecurityError, match="escape its sandbox"):
             llm.chat(MESSAGES)
     assert not Path(marker).exists(), "the template executed code"
+
+
+def test_generation_tag_renders_its_body():
+    """transformers' {% generation %} (a training-mask marker in some templates) keeps its body."""
+    t = ChatTemplate("{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}<{{ m.content }}>"
+                     "{% endgeneration %}{% else %}[{{ m.content }}]{% endif %}{% endfor %}")
+    assert t.render([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]) == "[a]<b>"
