@@ -20,8 +20,7 @@ from .tools import FINAL_ANSWER
 _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{[0-9, ]*\}|[a-zA-Z0-9-]+|\s+|.')
 
 # Rules every tool grammar can use: ``ws`` a little JSON whitespace, ``nl`` optional whitespace
-# between markers, ``str`` a JSON string. A format whose calls do not write their arguments as
-# JSON (Gemma 4, LFM2) adds the rules its call rule uses as ``grammar_rules`` (name -> GBNF body).
+# between markers, ``str`` a JSON string. A format adds its own as ``grammar_rules``.
 _SHARED = {
     "ws": "[ \\t\\n]{0,8}",
     "nl": '[ \\t\\n]{0,3}',
@@ -104,7 +103,7 @@ def build_tool_grammar(fmt: ToolFormat, tools: Sequence[Mapping[str, Any]], tool
         names = [tool_name(t) for t in tools]
         triggers = tuple(fmt.trigger_patterns(names)) + (tuple(bare_json_triggers()) if bare else ())
     head = [f"root ::= {' | '.join(f'( {r} )' for r in root)}", f"call ::= {' | '.join(calls)}"]
-    shared = [f"{n} ::= {b}" for n, b in {**_SHARED, **getattr(fmt, "grammar_rules", {})}.items()]
+    shared = [f"{n} ::= {b}" for n, b in {**_SHARED, **fmt.grammar_rules}.items()]
     return ToolGrammar("\n".join(head + lines + shared) + "\n", triggers)
 
 

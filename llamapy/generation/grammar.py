@@ -580,6 +580,7 @@ class ConstrainedSampler:
         self._greedy = chain._greedy_flags[-1]
         self._full: np.ndarray | None = None  # all candidates, for a greedy chain with penalties
         self._cand: np.ndarray | None = None  # candidates of a bit mask, reused
+        self._n_vocab = model.vocab.n_tokens
         self._complete = False
 
     @property
@@ -625,12 +626,10 @@ class ConstrainedSampler:
     def _masked(self, ctx: Context, idx: int, mask: np.ndarray) -> np.ndarray:
         """The candidates ``mask`` allows, with their logits from output ``idx`` (a view of a buffer
         reused at every step, filled by one C pass over the mask)."""
-        n_vocab = mask.size * 32
         buf = self._cand
-        if buf is None or buf.size < n_vocab:
-            buf = self._cand = np.empty(n_vocab, dtype=TOKEN_DATA)
-        n = lib.llamapy_masked_candidates(ctx._ptr, idx, ffi.from_buffer("uint32_t[]", mask),
-                                          min(n_vocab, ctx.model.vocab.n_tokens),
+        if buf is None:
+            buf = self._cand = np.empty(self._n_vocab, dtype=TOKEN_DATA)
+        n = lib.llamapy_masked_candidates(ctx._ptr, idx, ffi.from_buffer("uint32_t[]", mask), self._n_vocab,
                                           ffi.from_buffer("llama_token_data[]", buf))
         if n < 0:
             raise IndexError(f"no logits for output {idx} of the last decode (request them in the batch)")

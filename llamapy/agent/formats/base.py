@@ -149,6 +149,9 @@ class ToolFormat:
     trailer = ""
     #: whether calls can be forced by a grammar (``call_rule`` and friends)
     grammar = True
+    #: GBNF rules (name -> body) the call rule uses besides the shared ones: for families whose
+    #: arguments are not JSON (Gemma 4, LFM2)
+    grammar_rules: dict[str, str] = {}
 
     @classmethod
     def detect(cls, source: str) -> bool:
