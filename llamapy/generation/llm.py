@@ -169,6 +169,39 @@ class LLM:
         """The prompt text the chat template makes of ``messages``."""
         return self.template.render(messages, add_generation_prompt=True, **template_args)
 
+    def continuation_logprob(self, prompt: str, continuation: str) -> float:
+        """log p(continuation | prompt): the sum of the continuation's token log-probabilities.
+
+        Special tokens are parsed in both (chat markup scores as the model sees it); the prompt's
+        cached prefix is reused, as in generation.
+        """
+        cfg = self.config.replace(parse_special=True)
+        if self._active is not None:
+            self._active.close()
+        ctx = self._context(cfg)
+        head = self.tokenize(prompt, cfg)
+        tail = self.vocab.tokenize(continuation, add_special=False, parse_special=True)
+        if not head or not tail:
+            raise ValueError("continuation_logprob needs a non-empty prompt and continuation")
+        if len(head) + len(tail) > ctx.n_ctx:
+            raise PromptTooLongError(f"prompt and continuation have {len(head) + len(tail)} tokens but the "
+                                     f"context holds {ctx.n_ctx}")
+        self._prefill(ctx, head, cfg, GenerationStats())
+        scored = [head[-1], *tail[:-1]]  # each predicts the next token; head[-1]'s logits come from the prefill
+        total = _log_softmax_at(ctx.logits(-1), tail[0])
+        pos = len(head)
+        for start in range(1, len(scored), cfg.n_batch):
+            chunk = scored[start:start + cfg.n_batch]
+            batch = self._batch
+            batch.clear()
+            batch.add_sequence(chunk, pos, 0, "all")
+            ctx.decode(batch)
+            self._cached.extend(chunk)
+            for i in range(len(chunk)):
+                total += _log_softmax_at(ctx.logits(i), tail[start + i])
+            pos += len(chunk)
+        return total
+
     # -- generation --------------------------------------------------------------------
     def __call__(self, prompt: str, config: GenerationConfig | None = None, stream: bool = False,
                  on_token: OnToken | None = None, **overrides: Any) -> str | Iterator[str]:
@@ -422,10 +455,19 @@ class TokenStream:
         return tail if self.hit_stop else tail + self.stops.flush()
 
 
+def _log_sum_exp(logits: np.ndarray) -> float:
+    m = float(logits.max())
+    return m + math.log(np.exp(logits - m).sum())
+
+
+def _log_softmax_at(logits: np.ndarray, tok: int) -> float:
+    logits = logits.astype(np.float64)
+    return float(logits[tok]) - _log_sum_exp(logits)
+
+
 def _logprob(vocab: Any, ctx: Context, idx: int, tok: int, top_n: int) -> TokenLogprob:
     logits = ctx.logits(idx).astype(np.float64)
-    m = logits.max()
-    lse = m + math.log(np.exp(logits - m).sum())
+    lse = _log_sum_exp(logits)
     top = np.argsort(-logits)[:top_n] if top_n else []
     return TokenLogprob(tok, vocab.token_to_piece(tok), float(logits[tok] - lse),
                         [(int(t), vocab.token_to_piece(int(t)), float(logits[t] - lse)) for t in top])
