@@ -146,6 +146,17 @@ def test_logprobs(llm):
         assert lp.token == lp.top[0][0]  # greedy takes the most likely token
 
 
+def test_continuation_logprob_is_the_generated_tokens_logprob(llm):
+    """Scoring a greedy completion gives the sum of the log-probabilities its tokens were generated with."""
+    text, stats = llm.generate_with_stats(PROMPT, max_tokens=8, logprobs=0)
+    assert llm.vocab.tokenize(text, add_special=False) == stats.tokens  # the same tokens are scored
+    expected = sum(lp.logprob for lp in stats.logprobs)
+    assert llm.continuation_logprob(PROMPT, text) == pytest.approx(expected, abs=0.05)
+    assert llm.continuation_logprob(PROMPT, " zebra zebra zebra") < expected - 5
+    with pytest.raises(ValueError, match="non-empty"):
+        llm.continuation_logprob(PROMPT, "")
+
+
 def test_settings_are_checked(llm):
     with pytest.raises(TypeError, match="unknown generation setting"):
         llm(PROMPT, temprature=0.5)
