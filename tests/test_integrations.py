@@ -11,6 +11,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.prompts import PromptTemplate
 
 from llamapy import LLM
+from llamapy.hub.catalog import pull
 from llamapy.integrations import CyllamaLLM, LlamapyChatModel, LlamapyLLM, OpenAICompatibleClient
 from llamapy.integrations.openai_protocol import RequestError
 
@@ -141,3 +142,25 @@ def test_langchain_chat_model_bind_tools():
         chat.close()
     (call,) = reply.tool_calls
     assert call["name"] == "get_weather" and "paris" in call["args"]["city"].lower() and call["id"]
+
+
+def test_client_checks_auto_tool_calls():
+    """The in-process client checks "auto" replies like the server: no call for "hi"."""
+    weather = {"type": "function", "function": {
+        "name": "get_weather", "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "e.g. Paris"}},
+                       "required": ["city"]}}}
+    with OpenAICompatibleClient(model_path=str(pull("qwen2.5-coder-0.5b-instruct", quiet=True)), n_threads=1,
+                                n_ctx=2048) as c:
+        for seed in (1, 2, 3):
+            r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], tools=[weather],
+                                          temperature=0.7, seed=seed, max_tokens=48)
+            assert r.choices[0].message.tool_calls is None and r.choices[0].message.content.strip()
+            chunks = list(c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                                    tools=[weather], temperature=0.7, seed=seed, max_tokens=48,
+                                                    stream=True))
+            deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
+            assert not any(d.tool_calls for d in deltas) and "".join(d.content or "" for d in deltas).strip()
+        r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Weather in Oslo, please?"}],
+                                      tools=[weather], tool_choice="required", seed=1, max_tokens=48)
+        assert "oslo" in json.loads(r.choices[0].message.tool_calls[0].function.arguments)["city"].lower()

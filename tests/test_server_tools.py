@@ -56,6 +56,30 @@ def test_tool_choice_none_answers_in_text(client):
     assert r.choices[0].message.tool_calls is None and r.choices[0].message.content
 
 
+def test_auto_calls_are_checked(client):
+    """Under "auto" this model calls the weather tool for "hi" most of the time: the server drops such
+    calls (their city is in no message) for a reply without tools, streamed or not."""
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], tools=[WEATHER],
+                                           temperature=0.7, seed=seed, max_tokens=48)
+        choice = r.choices[0]
+        assert choice.message.tool_calls is None and choice.message.content.strip(), (seed, choice)
+        assert choice.finish_reason in ("stop", "length") and r.usage.completion_tokens > 0
+        chunks = list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                                     tools=[WEATHER], temperature=0.7, seed=seed, max_tokens=48,
+                                                     stream=True))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        assert not any(d.tool_calls for d in deltas)
+        assert "".join(d.content or "" for d in deltas).strip()
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    calls = []
+    for seed in (1, 2, 3):  # a question that needs the tool still gets its call
+        r = client.chat.completions.create(model="m", messages=ASK, tools=[WEATHER], temperature=0.7, seed=seed,
+                                           max_tokens=64)
+        calls += [json.loads(c.function.arguments)["city"] for c in r.choices[0].message.tool_calls or []]
+    assert calls and all("paris" in c.lower() for c in calls)
+
+
 def test_llama_agent_round_trip(server):
     agent = LlamaAgent(base_url=server.url)
     first = agent.chat(ASK[0]["content"], tools=[WEATHER], tool_choice="required", temperature=0, max_tokens=64)

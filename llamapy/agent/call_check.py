@@ -19,10 +19,26 @@ import difflib
 import re
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .messages import ToolCall
+from .messages import ParsedMessage, ToolCall
 
 _WORD = re.compile(r"\w{3,}")
 _SIMILAR = 0.8  # spelling variants count as the same word ("Lisbon" / "Lisboa")
+
+
+class CallReview:
+    """The checks for one reply, given the conversation it answers and the tools it may call."""
+
+    def __init__(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]):
+        self.words = conversation_words(messages)
+        self.tools = {t["function"]["name"]: t for t in tools}
+
+    def keep(self, calls: Iterable[ToolCall]) -> list[ToolCall]:
+        """The grounded ones among ``calls``."""
+        return [c for c in calls if grounded(c, self.tools.get(c.name), self.words)]
+
+    def wants_call(self, reply: ParsedMessage) -> bool:
+        """Whether a reply without calls names a tool (and should get its call)."""
+        return not reply.tool_calls and means_call(reply.content, self.tools)
 
 
 def conversation_words(messages: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -85,4 +101,4 @@ def _text(content: Any) -> str:
     return ""
 
 
-__all__ = ["conversation_words", "grounded", "means_call"]
+__all__ = ["CallReview", "conversation_words", "grounded", "means_call"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from .call_check import conversation_words, grounded, means_call
+from .call_check import CallReview
 from .formats import ToolFormat, detect_format, get_format
 from .formats.generic import GenericFormat
 from .grammar import build_tool_grammar, parse_tool_choice
@@ -87,17 +87,15 @@ def _deltas(llm: LLM, job: dict[str, Any], config: GenerationConfig | None, on_t
         yield from _send(message, delta, held if check else None)
     stats = llm.last_stats
     if check:
-        words = conversation_words(job["messages"])
-        by_name = {t["function"]["name"]: t for t in job["tools"]}
-        calls = [c for c in held if grounded(c, by_name.get(c.name), words)]
-        if not held and means_call(message.content, job["tool_names"]):
-            calls = [c for c in _forced_calls(llm, job, parser.text, config, overrides)
-                     if grounded(c, by_name.get(c.name), words)]
+        review = CallReview(job["messages"], job["tools"])
+        calls = review.keep(held)
+        if not held and review.wants_call(message):
+            calls = review.keep(_forced_calls(llm, job, parser.text, config, overrides))
         for call in calls:
-            yield from _send(message, _call_delta(len(message.tool_calls), call))
+            yield from _send(message, call_delta(len(message.tool_calls), call))
         if held and not calls:
             yield from _reply_without_tools(llm, job, message, config, on_token, overrides)
-        _add_stats(stats, llm.last_stats)
+        add_stats(stats, llm.last_stats)
         llm.last_stats = stats
     if message.tool_calls and stats is not None:
         stats.finish_reason = "tool_calls"
@@ -118,7 +116,8 @@ def _send(message: ParsedMessage, delta: dict[str, Any], held: list[ToolCall] | 
     yield delta
 
 
-def _call_delta(index: int, call: ToolCall) -> dict[str, Any]:
+def call_delta(index: int, call: ToolCall) -> dict[str, Any]:
+    """The OpenAI stream delta of a whole call."""
     return {"tool_calls": [{"index": index, "id": call.id, "type": "function",
                             "function": {"name": call.name, "arguments": call.arguments}}]}
 
@@ -127,12 +126,26 @@ def _forced_calls(llm: LLM, job: dict[str, Any], text: str, config: GenerationCo
                   overrides: dict[str, Any]) -> list[ToolCall]:
     """The calls the model writes when, after ``text``, it must call (the tool grammar from the first token)."""
     fmt = job["format"]
-    grammar = build_tool_grammar(fmt, job["tools"], "required", job["parallel"])
-    if grammar is None:
+    forced = forced_call_grammar(job)
+    if forced is None:
         return []
-    settings = {**overrides, "parse_special": True, "grammar": grammar.gbnf, "grammar_triggers": ()}
-    out = llm.generate(job["prompt"] + text.rstrip() + "\n", config, **settings)
+    settings = {**overrides, "parse_special": True, "grammar": forced, "grammar_triggers": ()}
+    out = llm.generate(continued_prompt(job["prompt"], text), config, **settings)
     return parse_reply(fmt, out, job["tool_names"]).tool_calls
+
+
+def forced_call_grammar(job: Mapping[str, Any]) -> str | None:
+    """The grammar that makes the model call one of the job's tools from the first token (None when
+    the format has no call grammar)."""
+    if not job["format"].grammar:
+        return None
+    grammar = build_tool_grammar(job["format"], job["tools"], "required", job["parallel"])
+    return grammar.gbnf if grammar is not None else None
+
+
+def continued_prompt(prompt: str, reply: str) -> str:
+    """The prompt that goes on after ``reply``, on a new line (where a forced call is written)."""
+    return prompt + reply.rstrip() + "\n"
 
 
 def _reply_without_tools(llm: LLM, job: dict[str, Any], message: ParsedMessage, config: GenerationConfig | None,
@@ -150,7 +163,7 @@ def _reply_without_tools(llm: LLM, job: dict[str, Any], message: ParsedMessage, 
         yield from _send(message, delta)
 
 
-def _add_stats(total: Any, extra: Any) -> None:
+def add_stats(total: Any, extra: Any) -> None:
     """Count a follow-up generation in the reply's statistics."""
     if total is None or extra is None or extra is total:
         return

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from ..agent.chat import add_stats, call_delta
 from ..generation.batching import BatchEvent, BatchGenerator, BatchRequest
 from ..generation.chat_template import ChatTemplate
 from ..generation.config import GenerationConfig, GenerationStats
@@ -137,22 +138,44 @@ class _ChatCompletions:
         stream = _Stream(c, [(prompt, cfg)])
         if req.get("stream"):
             usage = bool((req.get("stream_options") or {}).get("include_usage"))
-            return self._chunks(stream, rid, model, created, usage, logprobs, tools)
+            return self._chunks(stream, rid, model, created, usage, logprobs, tools, cfg)
         (text, stats), = stream.collect()
-        message = tools.message(text) if tools is not None else {"role": "assistant", "content": text}
+        if tools is not None and tools.review is not None:
+            reply = tools.parse(text)
+            self._review(tools, cfg, text, reply, stats)
+            message = reply.to_dict()
+        else:
+            message = tools.message(text) if tools is not None else {"role": "assistant", "content": text}
         finish = "tool_calls" if message.get("tool_calls") else None
         return _as("chat.ChatCompletion", proto.chat_completion(rid, model, message, stats, logprobs, created, finish))
 
-    @staticmethod
-    def _chunks(stream: _Stream, rid: str, model: str, created: int, usage: bool, logprobs: bool,
-                tools: proto.ToolJob | None) -> Iterator[Any]:
+    def _review(self, tools: proto.ToolJob, cfg: Any, text: str, reply: Any, stats: GenerationStats) -> str:
+        """Check an "auto" reply in place (llamapy.agent.call_check); the content it adds."""
+        follow_up = proto.review_follow_up(tools, cfg, text, reply)
+        if follow_up is None:
+            return proto.apply_review(tools, reply, None)
+        (out, extra), = _Stream(self._client, [follow_up]).collect()
+        add_stats(stats, extra)
+        return proto.apply_review(tools, reply, follow_up, out)
+
+    def _chunks(self, stream: _Stream, rid: str, model: str, created: int, usage: bool, logprobs: bool,
+                tools: proto.ToolJob | None, cfg: Any = None) -> Iterator[Any]:
         chunk = lambda data: _as("chat.ChatCompletionChunk", data)  # noqa: E731
         parser = tools.parser() if tools is not None else None
+        review = tools is not None and tools.review is not None
         yield chunk(proto.chat_chunk(rid, model, created, {"role": "assistant", "content": ""}))
         for _, event in stream:
             for i, delta in enumerate(proto.chat_deltas(parser, event.text, event.done)):
+                if review and "tool_calls" in delta:
+                    continue  # the calls are in parser.message: reviewed below
                 yield chunk(proto.chat_chunk(rid, model, created, delta,
                                              logprobs=event.logprobs if logprobs and i == 0 else None))
+            if event.done and review:
+                more = self._review(tools, cfg, parser.text, parser.message, event.stats)
+                if more:
+                    yield chunk(proto.chat_chunk(rid, model, created, {"content": more}))
+                for index, call in enumerate(parser.message.tool_calls):
+                    yield chunk(proto.chat_chunk(rid, model, created, call_delta(index, call)))
             if event.done:
                 calls = parser is not None and parser.message.tool_calls
                 finish = "tool_calls" if calls else proto.finish_reason(event.stats)

@@ -170,13 +170,20 @@ def chat_prompt(template: ChatTemplate, messages: Sequence[Mapping[str, Any]],
 
 @dataclass
 class ToolJob:
-    """A chat with tools: its prompt, the settings that constrain calls, and how to read the reply."""
+    """A chat with tools: its prompt, the settings that constrain calls, and how to read the reply.
+
+    Under "auto", ``review`` checks the model's choice (see llamapy.agent.call_check): ``plain_prompt``
+    asks for the reply without tools, ``forced_grammar`` forces a call after a reply that names a tool.
+    """
 
     prompt: str
     settings: dict[str, Any]
     format: Any
     tool_names: set[str]
     thinking: bool
+    review: Any = None
+    plain_prompt: str = ""
+    forced_grammar: str | None = None
 
     def parser(self) -> Any:
         """A streaming parser turning the reply's text into OpenAI deltas (content, tool_calls)."""
@@ -184,28 +191,64 @@ class ToolJob:
 
         return StreamParser(self.format, self.tool_names, self.thinking)
 
-    def message(self, text: str) -> dict[str, Any]:
-        """The OpenAI assistant message of a whole reply (calls parsed out of the text)."""
+    def parse(self, text: str, calls: bool = True) -> Any:
+        """The ParsedMessage of a whole reply (``calls`` False: all of it is text and reasoning)."""
         from ..agent.parser import parse_reply
 
-        return parse_reply(self.format, text, self.tool_names, self.thinking).to_dict()
+        return parse_reply(self.format, text, self.tool_names if calls else (), self.thinking)
+
+    def message(self, text: str) -> dict[str, Any]:
+        """The OpenAI assistant message of a whole reply (calls parsed out of the text)."""
+        return self.parse(text).to_dict()
 
 
 def tool_job(template: ChatTemplate, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
-             tool_choice: Any = "auto", parallel_tool_calls: bool = True) -> ToolJob:
+             tool_choice: Any = "auto", parallel_tool_calls: bool = True, check_calls: bool = True) -> ToolJob:
     """Prepare a chat with tools in the model family's native call format (grammar-forced when
-    ``tool_choice`` requires a call)."""
-    from ..agent.chat import prepare
+    ``tool_choice`` requires a call, checked under "auto" unless ``check_calls`` is False)."""
+    from ..agent.call_check import CallReview
+    from ..agent.chat import forced_call_grammar, prepare
 
     renderer = SimpleNamespace(template=template,
                                chat_prompt=lambda msgs, tools=None: chat_prompt(template, msgs, tools))
     try:
         job = prepare(renderer, chat_messages(messages), list(tools), tool_choice, parallel_tool_calls)
+        checked = check_calls and job["mode"] == "auto" and bool(job["tools"])
+        review = CallReview(job["messages"], job["tools"]) if checked else None
+        extra = {"review": review, "plain_prompt": renderer.chat_prompt(job["messages"]),
+                 "forced_grammar": forced_call_grammar(job)} if checked else {}
     except RequestError:
         raise
     except (ValueError, TypeError, KeyError, LlamaError) as e:
         raise RequestError(str(e), "tools") from None
-    return ToolJob(job["prompt"], job["settings"], job["format"], job["tool_names"], job["thinking"])
+    return ToolJob(job["prompt"], job["settings"], job["format"], job["tool_names"], job["thinking"], **extra)
+
+
+def review_follow_up(tools: ToolJob, cfg: Any, text: str, reply: Any) -> tuple[str, Any] | None:
+    """The generation the check of an "auto" reply asks for (llamapy.agent.call_check), as
+    (prompt, config): a forced call after a reply that names a tool, or the reply without tools
+    that replaces calls from nowhere. None when the reply stands as it is."""
+    from ..agent.chat import continued_prompt
+
+    if tools.review.wants_call(reply) and tools.forced_grammar is not None:
+        return continued_prompt(tools.prompt, text), cfg.replace(grammar=tools.forced_grammar, grammar_triggers=())
+    if reply.tool_calls and not tools.review.keep(reply.tool_calls):
+        return tools.plain_prompt, cfg.replace(grammar=None, grammar_triggers=())
+    return None
+
+
+def apply_review(tools: ToolJob, reply: Any, follow_up: tuple[str, Any] | None, out: str = "") -> str:
+    """Make ``reply`` what the check decided, given the follow-up's text ``out``; the content it adds."""
+    if follow_up is None:
+        reply.tool_calls = tools.review.keep(reply.tool_calls)
+        return ""
+    if follow_up[0] != tools.plain_prompt:
+        reply.tool_calls = tools.review.keep(tools.parse(out).tool_calls)
+        return ""
+    content = tools.parse(out, calls=False).content
+    more = ("\n\n" if reply.content.strip() and content else "") + content
+    reply.tool_calls, reply.content = [], reply.content + more
+    return more
 
 
 def chat_deltas(parser: Any, text: str, done: bool) -> list[dict[str, Any]]:

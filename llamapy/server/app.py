@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from ..agent.chat import add_stats, call_delta
 from ..errors import LlamaError
 from ..integrations import openai_protocol as proto
 from ..integrations.openai_protocol import RequestError
@@ -230,14 +231,22 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
             if body.stream:
                 usage = bool(body.stream_options and body.stream_options.include_usage)
                 parser = tools.parser() if tools is not None else None
+                review = (lambda text, reply: _review(engine, tools, cfg, text, reply)) \
+                    if tools is not None and tools.review is not None else None
                 return StreamingResponse(_chat_stream(sub, first, rid, model, created, usage, cfg.logprobs is not None,
-                                                      parser), media_type="text/event-stream",
+                                                      parser, review), media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache"})
             text, stats = await _race_disconnect(request, _collect_one(sub, first))
+            if tools is not None and tools.review is not None:
+                reply = tools.parse(text)
+                _, extra = await _race_disconnect(request, _review(engine, tools, cfg, text, reply))
+                add_stats(stats, extra)
+                message = reply.to_dict()
+            else:
+                message = tools.message(text) if tools is not None else {"role": "assistant", "content": text}
         except BaseException:
             sub.cancel()
             raise
-        message = tools.message(text) if tools is not None else {"role": "assistant", "content": text}
         finish = "tool_calls" if message.get("tool_calls") else None
         return JSONResponse(proto.chat_completion(rid, model, message, stats, cfg.logprobs is not None, created,
                                                   finish))
@@ -356,9 +365,26 @@ def _drain(sub: Submission, first: tuple[int, Any]) -> list[tuple[int, Any]]:
     return events
 
 
+async def _review(engine: Engine, tools: proto.ToolJob, cfg: Any, text: str, reply: Any) -> tuple[str, Any]:
+    """Check an "auto" reply in place (llamapy.agent.call_check): the content it adds, and the
+    statistics of the follow-up generation (None when there was none)."""
+    follow_up = proto.review_follow_up(tools, cfg, text, reply)
+    if follow_up is None:
+        return proto.apply_review(tools, reply, None), None
+    sub = engine.submit([follow_up])
+    try:
+        out, stats = await _collect_one(sub, await sub.next())
+    finally:
+        sub.cancel()
+    return proto.apply_review(tools, reply, follow_up, out), stats
+
+
 async def _chat_stream(sub: Submission, first: tuple[int, Any], rid: str, model: str, created: int,
-                       include_usage: bool, logprobs: bool, parser: Any = None) -> AsyncIterator[str]:
-    """SSE chunks of one chat completion; with a tool parser, its deltas (content, tool_calls)."""
+                       include_usage: bool, logprobs: bool, parser: Any = None,
+                       review: Callable[[str, Any], Awaitable[tuple[str, Any]]] | None = None
+                       ) -> AsyncIterator[str]:
+    """SSE chunks of one chat completion; with a tool parser, its deltas (content, tool_calls).
+    With ``review``, calls wait for the end of the reply and are sent if the review keeps them."""
     try:
         yield _sse(proto.chat_chunk(rid, model, created, {"role": "assistant", "content": ""}))
         item = first
@@ -366,8 +392,17 @@ async def _chat_stream(sub: Submission, first: tuple[int, Any], rid: str, model:
             out = []
             for _, event in _drain(sub, item):
                 for i, delta in enumerate(proto.chat_deltas(parser, event.text, event.done)):
+                    if review is not None and "tool_calls" in delta:
+                        continue  # the calls are in parser.message: reviewed below
                     out.append(_sse(proto.chat_chunk(rid, model, created, delta,
                                                      logprobs=event.logprobs if logprobs and i == 0 else None)))
+                if event.done and event.error is None and review is not None:
+                    more, extra = await review(parser.text, parser.message)
+                    if more:
+                        out.append(_sse(proto.chat_chunk(rid, model, created, {"content": more})))
+                    for index, call in enumerate(parser.message.tool_calls):
+                        out.append(_sse(proto.chat_chunk(rid, model, created, call_delta(index, call))))
+                    add_stats(event.stats, extra)
                 if event.done:
                     if event.error is not None:
                         out.append(_sse(_error_body(event.error)))
