@@ -119,3 +119,47 @@ def test_batch_generate_function(model_path, alone):
     out = batch_generate(["The capital of France is", "def fib(n):"], model_path=model_path, max_tokens=24,
                          temperature=0, repeat_penalty=1.0, n_threads=2)
     assert out == [alone("The capital of France is"), alone("def fib(n):")]
+
+
+COPY = ["Repeat this list exactly: apples, pears, plums, cherries, grapes, lemons, limes, figs, dates, kiwis.\n"
+        "apples, pears, plums, cherries, grapes,",
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\ndef add(a, b):\n    return",
+        "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3,"] + PROMPTS[:3]
+
+
+def test_ngram_speculation_keeps_greedy_output(model_path):
+    """Several sequences speculating at once give the batch generator's plain greedy text, token for
+    token; drafts from the prompts are decoded and most are kept."""
+    settings = dict(n_seq_max=4, n_ctx=1024, n_batch=128, temperature=0, repeat_penalty=1.0, max_tokens=40,
+                    n_threads=2)
+    with BatchGenerator(model_path, **settings) as plain:
+        expected = [r.response for r in plain.generate_responses(COPY)]
+    for n_draft in (3, 16):
+        with BatchGenerator(model_path, speculative="ngram", n_draft=n_draft, **settings) as spec:
+            responses = spec.generate_responses(COPY)
+        assert [r.response for r in responses] == expected, n_draft
+        drafted = sum(r.stats.drafted for r in responses)
+        accepted = sum(r.stats.accepted for r in responses)
+        assert drafted > 0 and accepted > drafted / 2, (drafted, accepted)
+        assert all(r.tokens_generated == r.stats.completion_tokens for r in responses)
+
+
+def test_ngram_speculation_sampling_does_not_depend_on_the_drafts(model_path):
+    """At temperature > 0 a seed gives the same text whatever the drafts were (one random stream
+    per output position), with logprobs for every token."""
+    texts = []
+    for n_draft in (1, 16):
+        with BatchGenerator(model_path, speculative="ngram", n_draft=n_draft, n_seq_max=2, n_ctx=1024,
+                            temperature=0.8, seed=11, max_tokens=32, n_threads=2) as spec:
+            rs = spec.generate_responses([BatchRequest(0, COPY[0], config=spec.config.replace(logprobs=0)),
+                                          BatchRequest(1, COPY[2])])
+        assert len(rs[0].stats.logprobs) == rs[0].stats.completion_tokens
+        texts.append([r.response for r in rs])
+    assert texts[0] == texts[1]
+
+
+def test_speculation_settings_are_checked(model_path):
+    with pytest.raises(ValueError, match="speculative='ngram'"):
+        BatchGenerator(model_path, speculative="draft")
+    with pytest.raises(ValueError, match="n_draft needs"):
+        BatchGenerator(model_path, n_draft=4)

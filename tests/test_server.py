@@ -127,6 +127,19 @@ def test_async_client_concurrent_requests(server, local):
     assert asyncio.run(run()) == [local.chat(ask(q), temperature=0, max_tokens=20) for q in questions]
 
 
+def test_ngram_speculation_serves_the_same_greedy_text(model_path, local):
+    """``llamapy serve --speculative ngram``: slots draft from their own text, replies stay the same."""
+    questions = ["Repeat exactly: red, green, blue, red, green, blue, red, green, blue.",
+                 "Copy this code: def add(a, b): return a + b", "Count from 1 to 12."]
+    with ServerLauncher(model_path, port=0, server_binary="llamapy", n_parallel=2, n_ctx=2048, n_threads=1,
+                        extra_args=["--log-level", "warning", "--speculative", "ngram", "--n-draft", "8"]) as s:
+        with openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0) as c:
+            replies = [c.chat.completions.create(model="m", messages=ask(q), temperature=0, max_tokens=40)
+                       for q in questions]
+    assert [r.choices[0].message.content for r in replies] == \
+        [local.chat(ask(q), temperature=0, max_tokens=40) for q in questions]
+
+
 def test_json_schema_response_format(client):
     schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
                                                "age": {"type": "integer", "minimum": 0, "maximum": 150}},

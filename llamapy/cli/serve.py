@@ -42,6 +42,10 @@ def _loopback(host: str) -> bool:
                                         "(/v1/rerank)")
 @click.option("--mmproj", type=click.Path(dir_okay=False), help="multimodal projector (mmproj GGUF): image parts "
                                                                  "in chat messages")
+@click.option("--speculative", type=click.Choice(["ngram"]),
+              help="ngram: each slot drafts tokens from its own prompt and reply (same output, faster when the "
+                   "reply repeats the prompt)")
+@click.option("--n-draft", type=click.IntRange(min=1), help="most tokens drafted per slot and step (default 16)")
 @click.option("--temp", "--temperature", "temperature", type=float, default=0.8, show_default=True,
               help="default when a request has none")
 @click.option("--top-k", type=int, default=40, show_default=True)

@@ -27,6 +27,7 @@ from ..hub.catalog import DEFAULT_MODEL, pull
 from .config import GenerationConfig, GenerationStats, TokenLogprob
 from ..context import Context
 from ..errors import LlamaError, NoKvSlotError, PromptTooLongError
+from .batch_speculation import SlotSpeculation
 from .llm import TokenStream, _can_resume, _common_prefix
 from ..model import Model
 
@@ -105,6 +106,7 @@ class _Slot:
     logprobs_sent: int = 0  # stats.logprobs already attached to events
     media: Any = None  # the MediaPrompt of a prompt with images/audio (tokens are then its position keys)
     error: Exception | None = None
+    spec: SlotSpeculation | None = None  # n-gram speculation (speculative="ngram")
 
     @property
     def prefilling(self) -> bool:
@@ -118,6 +120,8 @@ class BatchGenerator:
     n_ctx x ``n_seq_max`` tokens, one stream per sequence. ``batch_size`` is the most tokens
     one decode call takes (prompt chunks and the running sequences' next tokens together).
     ``rpc_servers`` and ``tensor_split`` place layers on RPC servers as in :class:`LLM`.
+    ``speculative="ngram"`` drafts up to ``n_draft`` tokens per sequence and step from each
+    request's own text (same output, fewer steps when the reply repeats its prompt).
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, batch_size: int = 512, n_ctx: int = 2048,
@@ -125,7 +129,8 @@ class BatchGenerator:
                  n_batch: int | None = None, n_threads: int | None = None, config: GenerationConfig | None = None,
                  mmproj: str | os.PathLike | None = None,
                  rpc_servers: str | Sequence[str] | None = None, tensor_split: Sequence[float] | None = None,
-                 **settings: Any):
+                 speculative: str | None = None, n_draft: int | None = None, **settings: Any):
+        self._n_draft = draft_length(speculative, n_draft)
         self.config = (config or GenerationConfig()).replace(**({"n_gpu_layers": n_gpu_layers} | settings))
         self.config.validate()
         if verbose:
@@ -344,6 +349,8 @@ class BatchGenerator:
             slot = _Slot(seq, request, cfg, sampler, tokens, reused, TokenStream(self.vocab, cfg, stats, t0=now),
                          future, now, media=media)
             stats.prompt_tokens_decoded = len(tokens) - reused
+            if self._n_draft and media is None and cfg.mirostat == 0:
+                slot.spec = SlotSpeculation(self._n_draft, cfg, sampler, self.vocab.n_tokens)
             self._share_prefix(slot)
             self._slots[seq] = slot
 
@@ -435,10 +442,16 @@ class BatchGenerator:
         # order into more micro-batches, which costs a whole extra pass.
         if list(self._slots) != sorted(self._slots):
             self._slots = dict(sorted(self._slots.items()))
-        for slot in self._slots.values():  # one token for every generating sequence first
-            if not slot.prefilling and slot.last is not None:
-                slot.logit_index = len(batch)
-                batch.add(slot.last, slot.n_past, slot.seq, logits=True)
+        generating = [s for s in self._slots.values() if not s.prefilling and s.last is not None]
+        spare = (self.n_batch - len(generating)) // max(1, len(generating))  # room for drafts, per sequence
+        for slot in generating:  # one token for every generating sequence first (and its draft)
+            slot.logit_index = len(batch)
+            batch.add(slot.last, slot.n_past, slot.seq, logits=True)
+            if slot.spec is not None:
+                stats = slot.out.stats
+                room = min(spare, self.n_ctx_seq - slot.n_past - 2, slot.cfg.max_tokens - stats.completion_tokens - 1)
+                for i, tok in enumerate(slot.spec.propose(slot.tokens, slot.last, max(0, room))):
+                    batch.add(tok, slot.n_past + 1 + i, slot.seq, logits=True)
         for slot in list(self._slots.values()):  # then prompt chunks in the room that is left
             room = self.n_batch - len(batch)
             if room <= 0:
@@ -475,16 +488,44 @@ class BatchGenerator:
                 slot.n_past += 1
                 slot.tokens.append(slot.last)
             index, slot.logit_index = slot.logit_index, -1
-            tok = slot.sampler.sample(self.ctx, index)
-            text = slot.out.push(self.ctx, index, tok)
+            if slot.spec is not None:
+                self._verify(slot, index)
+            else:
+                slot.last = slot.sampler.sample(self.ctx, index)
+                self._push(slot, index, slot.last)
             if not slot.out.done and slot.n_past + 1 >= self.n_ctx_seq:
                 slot.out.finish_with("length")
-            slot.last = tok
-            if text:
-                slot.text.append(text)
-                self._emit(slot.request, BatchEvent(slot.request.id, text, logprobs=self._new_logprobs(slot)))
             if slot.out.done:
                 self._release(slot)
+
+    def _push(self, slot: _Slot, index: int, tok: int) -> None:
+        """Add the token chosen from output ``index`` to the slot's reply (and send its text)."""
+        text = slot.out.push(self.ctx, index, tok)
+        if text:
+            slot.text.append(text)
+            self._emit(slot.request, BatchEvent(slot.request.id, text, logprobs=self._new_logprobs(slot)))
+
+    def _verify(self, slot: _Slot, index: int) -> None:
+        """Choose the target's tokens along the slot's draft (outputs ``index``...) and keep the
+        draft up to the first disagreement; the rest leaves the cache."""
+        spec, stats = slot.spec, slot.out.stats
+        drafts = spec.drafts
+        n_acc = 0
+        for j in range(len(drafts) + 1):
+            tok = spec.choose(slot.sampler, self.ctx, index + j, stats.completion_tokens)
+            self._push(slot, index + j, tok)
+            if j < len(drafts) and tok == drafts[j] and not slot.out.done:
+                n_acc += 1  # already decoded: the draft goes on
+                slot.n_past += 1
+                slot.tokens.append(tok)
+                continue
+            slot.last = tok
+            break
+        stats.drafted += len(drafts)
+        stats.accepted += n_acc
+        spec.record(n_acc)
+        if len(drafts) > n_acc:
+            self.ctx.memory.seq_rm(slot.seq, slot.n_past, -1)
 
     def _evict_longest(self) -> None:
         """The cache is full: end the request holding the most cells ("length")."""
@@ -520,6 +561,20 @@ class BatchGenerator:
             return []
         new, slot.logprobs_sent = logprobs[slot.logprobs_sent:], len(logprobs)
         return new
+
+
+def draft_length(speculative: str | None, n_draft: int | None) -> int:
+    """Most tokens drafted per sequence and step (0: no speculation)."""
+    if speculative is None:
+        if n_draft is not None:
+            raise ValueError("n_draft needs speculative='ngram'")
+        return 0
+    if speculative != "ngram":
+        raise ValueError(f"the batch generator drafts from each request's text: speculative='ngram', "
+                         f"got {speculative!r} (draft-model speculation is LLM(draft_model=...))")
+    if n_draft is not None and n_draft < 1:
+        raise ValueError("n_draft must be >= 1")
+    return n_draft or 16
 
 
 def _with_config(request: BatchRequest, config: GenerationConfig) -> BatchRequest:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..generation.batching import draft_length
 from ..generation.config import GenerationConfig
 
 
@@ -37,6 +38,8 @@ class ServerSettings:
     max_request_bytes: int = 8 * 1024 * 1024
     embedding_model: str | os.PathLike | None = None
     mmproj: str | os.PathLike | None = None  # a multimodal projector: image parts in chat messages
+    speculative: str | None = None  # "ngram": each slot drafts from its own text (llamapy.generation.batching)
+    n_draft: int | None = None
     graceful_shutdown_s: float = 10.0
     defaults: GenerationConfig = field(default_factory=lambda: SERVER_DEFAULTS)
 
@@ -47,6 +50,7 @@ class ServerSettings:
             raise ValueError(f"n_ctx {self.n_ctx} is too small for {self.n_parallel} slots")
         if self.max_queue < 0:
             raise ValueError("max_queue must be >= 0")
+        draft_length(self.speculative, self.n_draft)  # a bad pair fails here, before the model loads
 
     @property
     def model_name(self) -> str:
