@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from llamapy.agent.call_check import conversation_words, grounded, means_call
-from llamapy.agent.messages import ToolCall
+from llamapy.agent.call_check import CallReview, conversation_words, grounded, means_call
+from llamapy.agent.messages import ParsedMessage, ToolCall
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {
@@ -62,3 +62,16 @@ def test_text_that_names_a_tool_means_a_call():
     assert means_call('<json>{name: "get_weather", arguments: {"city": "Berlin"}}</json>', ["get_weather"])
     assert not means_call("The weather is nice", ["get_weather"])
     assert not means_call("use my_get_weather_v2", ["get_weather"])  # a different name
+
+
+def test_only_a_reply_to_the_user_is_completed_with_a_call():
+    reply = ParsedMessage("get_weather says it is sunny in Paris.")
+    asked = [{"role": "user", "content": "Weather in Paris?"}]
+    assert CallReview(asked, [WEATHER]).wants_call(reply)
+    answered = asked + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "1", "content": "sunny"}]
+    review = CallReview(answered, [WEATHER])
+    assert not review.wants_call(reply)
+    assert review.keep([call("get_weather", city="Paris"), call("get_weather", city="Rome")]) == \
+        [call("get_weather", city="Paris")]

@@ -8,7 +8,8 @@ that names the tool. Two checks catch these, without asking the model anything:
 * a call is **grounded** when one of its free-text arguments shares a word with what the
   user or a tool said (arguments that are enum choices, numbers or booleans prove nothing;
   a call without free text is grounded);
-* a text reply **means a call** when it names one of the tools.
+* a text reply to the user **means a call** when it names one of the tools (after tool
+  results, an answer naming the tool it used is the usual thing).
 
 An ungrounded call is dropped and the reply rewritten without tools; a reply that means a
 call gets one, forced by the tool grammar and then checked for grounding like any other.
@@ -31,14 +32,17 @@ class CallReview:
     def __init__(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]):
         self.words = conversation_words(messages)
         self.tools = {t["function"]["name"]: t for t in tools}
+        # After tool results an answer naming the tool is the usual thing ("get_weather says ..."):
+        # only a reply to the user is completed with a call.
+        self.to_user = bool(messages) and messages[-1].get("role") == "user"
 
     def keep(self, calls: Iterable[ToolCall]) -> list[ToolCall]:
         """The grounded ones among ``calls``."""
         return [c for c in calls if grounded(c, self.tools.get(c.name), self.words)]
 
     def wants_call(self, reply: ParsedMessage) -> bool:
-        """Whether a reply without calls names a tool (and should get its call)."""
-        return not reply.tool_calls and means_call(reply.content, self.tools)
+        """Whether a reply to the user, without calls, names a tool (and should get its call)."""
+        return self.to_user and not reply.tool_calls and means_call(reply.content, self.tools)
 
 
 def conversation_words(messages: Sequence[Mapping[str, Any]]) -> set[str]:
