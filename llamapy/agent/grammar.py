@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import SchemaError
 from ..generation.json_schema import schema_to_gbnf
 from .formats.base import ToolFormat, bare_json_triggers, gbnf_literal, json_call_rule
+from .formats.value_grammar import ValueSyntax, value_rules
 from .tools import FINAL_ANSWER
 
 _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{[0-9, ]*\}|[a-zA-Z0-9-]+|\s+|.')
@@ -58,9 +59,12 @@ def tool_name(tool: Mapping[str, Any]) -> str:
     return tool["function"]["name"]
 
 
-def arguments_grammar(tool: Mapping[str, Any], prefix: str) -> list[str]:
-    """Rules for one tool's arguments (root rule ``<prefix>root``)."""
+def arguments_grammar(tool: Mapping[str, Any], prefix: str, syntax: ValueSyntax | None = None) -> list[str]:
+    """Rules for one tool's arguments (root rule ``<prefix>root``): JSON, or the family's
+    ``syntax`` when its arguments are not JSON."""
     params = tool["function"].get("parameters") or {"type": "object", "properties": {}}
+    if syntax is not None:
+        return value_rules(params, syntax, prefix)
     try:
         return _renamed(schema_to_gbnf(params), prefix)
     except SchemaError as e:
@@ -86,7 +90,7 @@ def build_tool_grammar(fmt: ToolFormat, tools: Sequence[Mapping[str, Any]], tool
         if chosen is not None and tool_name(tool) != chosen:
             continue
         prefix = f"t{i}-"
-        lines += arguments_grammar(tool, prefix)
+        lines += arguments_grammar(tool, prefix, fmt.value_syntax)
         lines.append(f"call{i} ::= {fmt.call_rule(tool_name(tool), prefix + 'root')}")
         calls.append(f"call{i}")
         if fmt.bare_json and mode == "auto":

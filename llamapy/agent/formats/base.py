@@ -9,9 +9,12 @@ grows and its last one equals the ``final=True`` parse of the whole text.
 from __future__ import annotations
 
 import json
-from typing import Any, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Sequence
 
 from ..messages import ParsedMessage, ToolCall, dump_arguments, new_call_id
+
+if TYPE_CHECKING:
+    from .value_grammar import ValueSyntax
 
 INCOMPLETE = "incomplete"  # parse_call: the call has not ended yet
 INVALID = "invalid"  # parse_call: this is not a call (its text becomes content)
@@ -152,6 +155,9 @@ class ToolFormat:
     #: GBNF rules (name -> body) the call rule uses besides the shared ones: for families whose
     #: arguments are not JSON (Gemma 4, LFM2)
     grammar_rules: dict[str, str] = {}
+    #: how the arguments are written when they are not JSON: the tool grammar then builds them
+    #: from the schema in this syntax (see value_grammar)
+    value_syntax: ValueSyntax | None = None
 
     @classmethod
     def detect(cls, source: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Collection
 
 from ..messages import ParsedMessage, ToolCall, dump_arguments
 from .base import INCOMPLETE, INVALID, Body, ToolFormat, find_first, gbnf_literal, held_prefix, skip_ws
+from .value_grammar import ValueSyntax
 
 CALL_OPEN, CALL_CLOSE, QUOTE = "<|tool_call>", "<tool_call|>", '<|"|>'
 THOUGHT_OPEN, THOUGHT_CLOSE = "<|channel>", "<channel|>"
@@ -133,19 +134,40 @@ class _Reader:
             self.pos += 1
 
 
+class _GemmaValues(ValueSyntax):
+    """Gemma 4 values; the template writes keys bare and sorted."""
+
+    value, string, integer, number = "g-value", "g-string", "g-integer", "g-number"
+    null = '( "null" | "None" )'
+    any_object = any_args = "g-object"
+    any_list = "g-list"
+    sort_keys = True
+
+    def text(self, s: str) -> str | None:
+        return None if QUOTE in s else gbnf_literal(QUOTE + s + QUOTE)
+
+    def key(self, name: str) -> str | None:
+        if name and name == name.strip() and not (_KEY_STOPS | {":"}) & set(name):
+            return gbnf_literal(name + ":")
+        text = self.text(name)
+        return None if text is None else f'{text} ":"'
+
+
 class Gemma4Format(ToolFormat):
     name = "gemma4"
     think = ("<|channel>thought", THOUGHT_CLOSE)
     openers = (CALL_OPEN,)
-    # What the call rules use: Gemma 4 values (the tool's schema does not reach into them).
+    # Gemma 4 values, the generic rules of the schema-driven arguments (``value_syntax``).
     grammar_rules = {
         "g-value": 'g-string | g-object | g-list | g-number | "true" | "false" | "null" | "None"',
-        "g-string": '"<|\\"|>" ( [^<] | "<" [^|] )* "<|\\"|>"',
+        "g-string": '"<|\\"|>" ( [^<] | "<"+ [^<|] )* "<|\\"|>"',
         "g-object": '"{" ( g-key ":" g-value ( "," g-key ":" g-value )* )? "}"',
         "g-key": '[A-Za-z_] [A-Za-z0-9_.-]* | g-string',
         "g-list": '"[" ( g-value ( "," g-value )* )? "]"',
-        "g-number": '"-"? [0-9]{1,16} ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )?',
+        "g-integer": '"-"? ( "0" | [1-9] [0-9]{0,15} )',
+        "g-number": 'g-integer ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,2} )?',  # finite, as JSON needs
     }
+    value_syntax = _GemmaValues()
 
     @classmethod
     def detect(cls, source: str) -> bool:
@@ -209,7 +231,7 @@ class Gemma4Format(ToolFormat):
 
     # -- grammar ---------------------------------------------------------------------
     def call_rule(self, name: str, args_rule: str) -> str:
-        return f'"{CALL_OPEN}" nl {gbnf_literal("call:" + name)} g-object "{CALL_CLOSE}"'
+        return f'"{CALL_OPEN}" nl {gbnf_literal("call:" + name)} {args_rule} "{CALL_CLOSE}"'
 
     def calls_rule(self, parallel: bool) -> str:
         thought = f'( "{self.think[0]}" ( [^<] | "<" [^c] )* "{THOUGHT_CLOSE}" nl )?'

@@ -8,11 +8,14 @@ LFM2.5-Instruct's templates do not render calls at all: the assistant's content 
 from __future__ import annotations
 
 import ast
+import json
+import keyword
 import math
 from typing import Any, Collection
 
 from ..messages import ToolCall, dump_arguments
 from .base import INCOMPLETE, INVALID, ToolFormat, gbnf_literal
+from .value_grammar import ValueSyntax
 
 CALL_START, CALL_END = "<|tool_call_start|>", "<|tool_call_end|>"
 _WORDS = {"true": True, "false": False, "null": None}
@@ -22,18 +25,47 @@ class _NotLiteral(Exception):
     """The call is not a list of keyword calls with literal values."""
 
 
+class _PythonValues(ValueSyntax):
+    """Python literals (and JSON's words): arguments are keywords, nested dicts have quoted keys,
+    strings take either quote."""
+
+    value, string, integer, number = "p-value", "p-string", "p-integer", "p-number"
+    true, false, null = '( "True" | "true" )', '( "False" | "false" )', '( "None" | "null" )'
+    any_object, any_list = "p-dict", "p-list"
+    any_args = '( p-kwarg ( "," ws p-kwarg )* )?'
+    sep = '"," ws'
+    list_open, list_close = '"[" ws', 'ws "]"'
+    object_open, object_close = '"{" ws', 'ws "}"'
+    args_open = args_close = ""
+
+    def text(self, s: str) -> str | None:
+        double = json.dumps(s, ensure_ascii=False)  # JSON's escapes are Python's too
+        single = "'" + double[1:-1].replace("'", "\\'") + "'"
+        return f"( {gbnf_literal(double)} | {gbnf_literal(single)} )"
+
+    def key(self, name: str) -> str | None:
+        return f'{self.text(name)} ws ":" ws'
+
+    def arg(self, name: str) -> str | None:
+        return gbnf_literal(name + "=") if name.isidentifier() and not keyword.iskeyword(name) else None
+
+
 class Lfm2Format(ToolFormat):
     name = "lfm2"
     openers = (CALL_START,)
-    # What the call rules use: Python (or JSON) values; the tool's schema does not reach into them.
+    # Python (or JSON) values, the generic rules of the schema-driven arguments (``value_syntax``).
+    # Strings leave out what Python refuses: raw line ends and NULs, unknown or cut escapes.
     grammar_rules = {
         "p-kwarg": '[A-Za-z_] [A-Za-z0-9_]{0,63} "=" p-value',
         "p-value": 'p-string | p-dict | p-list | p-number | "True" | "False" | "None" | "true" | "false" | "null"',
-        "p-string": '"\\"" ( [^"\\\\\\n] | "\\\\" [^\\n] )* "\\"" | "\'" ( [^\'\\\\\\n] | "\\\\" [^\\n] )* "\'"',
+        "p-string": r'''"\"" ( [^"\\\n\r\x00] | p-escape )* "\"" | "'" ( [^'\\\n\r\x00] | p-escape )* "'"''',
+        "p-escape": r'''"\\" ( ["'\\abfnrtv0-7] | "x" [0-9a-fA-F]{2} | "u" [0-9a-fA-F]{4} )''',
         "p-dict": '"{" ws ( p-string ws ":" ws p-value ( "," ws p-string ws ":" ws p-value )* ws )? "}"',
         "p-list": '"[" ws ( p-value ( "," ws p-value )* ws )? "]"',
-        "p-number": '"-"? [0-9]{1,16} ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )?',
+        "p-integer": '"-"? ( "0" | [1-9] [0-9]{0,15} )',
+        "p-number": 'p-integer ( "." [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,2} )?',  # finite, as JSON needs
     }
+    value_syntax = _PythonValues()
 
     @classmethod
     def detect(cls, source: str) -> bool:
@@ -51,7 +83,7 @@ class Lfm2Format(ToolFormat):
 
     # -- grammar ---------------------------------------------------------------------
     def call_rule(self, name: str, args_rule: str) -> str:
-        return f'{gbnf_literal(name + "(")} ( p-kwarg ( "," ws p-kwarg )* )? ")"'
+        return f'{gbnf_literal(name + "(")} {args_rule} ")"'
 
     def calls_rule(self, parallel: bool) -> str:
         more = ' ( "," ws call )*' if parallel else ""
