@@ -159,7 +159,35 @@ def test_ngram_speculation_sampling_does_not_depend_on_the_drafts(model_path):
 
 
 def test_speculation_settings_are_checked(model_path):
-    with pytest.raises(ValueError, match="speculative='ngram'"):
+    with pytest.raises(ValueError, match="needs draft_model="):
         BatchGenerator(model_path, speculative="draft")
     with pytest.raises(ValueError, match="n_draft needs"):
         BatchGenerator(model_path, n_draft=4)
+    with pytest.raises(ValueError, match="speculative must be"):
+        BatchGenerator(model_path, speculative="lookahead")
+
+
+def test_draft_model_speculation_keeps_greedy_output(model_path):
+    """The test model drafting for itself: several sequences drafting at once (a draft context
+    each) give the plain batched greedy text token for token, and keep every greedy draft."""
+    settings = dict(n_seq_max=4, n_ctx=512, n_batch=128, temperature=0, repeat_penalty=1.0, max_tokens=32,
+                    n_threads=2)
+    with BatchGenerator(model_path, **settings) as plain:
+        expected = [r.response for r in plain.generate_responses(COPY)]
+    with BatchGenerator(model_path, draft_model=model_path, n_draft=4, **settings) as spec:
+        responses = spec.generate_responses(COPY)
+    assert [r.response for r in responses] == expected
+    drafted = sum(r.stats.drafted for r in responses)
+    assert drafted > 0 and sum(r.stats.accepted for r in responses) == drafted
+
+
+def test_draft_model_sampling_repeats_with_its_seed(model_path):
+    """At temperature > 0 draft-model drafts are verified by speculative sampling; a seed repeats."""
+    texts = []
+    for _ in range(2):
+        with BatchGenerator(model_path, draft_model=model_path, n_draft=4, n_seq_max=2, n_ctx=512, temperature=0.8,
+                            seed=5, max_tokens=24, n_threads=2) as spec:
+            rs = spec.generate_responses(COPY[:2])
+        assert sum(r.stats.drafted for r in rs) > 0 and all(r.stats.completion_tokens > 0 for r in rs)
+        texts.append([r.response for r in rs])
+    assert texts[0] == texts[1]

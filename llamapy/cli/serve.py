@@ -42,9 +42,10 @@ def _loopback(host: str) -> bool:
                                         "(/v1/rerank)")
 @click.option("--mmproj", type=click.Path(dir_okay=False), help="multimodal projector (mmproj GGUF): image parts "
                                                                  "in chat messages")
-@click.option("--speculative", type=click.Choice(["ngram"]),
-              help="ngram: each slot drafts tokens from its own prompt and reply (same output, faster when the "
-                   "reply repeats the prompt)")
+@click.option("--speculative", type=click.Choice(["ngram", "draft"]),
+              help="ngram: each slot drafts tokens from its own prompt and reply; draft: --draft-model drafts "
+                   "(same output, faster when the drafts hit)")
+@click.option("--draft-model", help="smaller model with the same vocabulary that drafts tokens (file or catalog name)")
 @click.option("--n-draft", type=click.IntRange(min=1), help="most tokens drafted per slot and step (default 16)")
 @click.option("--temp", "--temperature", "temperature", type=float, default=0.8, show_default=True,
               help="default when a request has none")
@@ -78,5 +79,7 @@ def serve(model: str | None, verbose: bool, log_level: str, **o: Any) -> None:
     o["rpc_servers"] = o.pop("rpc")
     if o["embedding_model"]:
         o["embedding_model"] = resolve_model(o["embedding_model"])
+    if o["draft_model"]:
+        o["draft_model"] = resolve_model(o["draft_model"])
     click.echo(f"llamapy: serving {path.name} on http://{o['host']}:{o['port']}/v1 ({o['n_parallel']} slots)", err=True)
     start_server(path, log_level=log_level, **{k: v for k, v in o.items() if v is not None})

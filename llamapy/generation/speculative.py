@@ -184,9 +184,9 @@ class DraftModelDrafter:
     Its context follows the target's text (reusing its cache across calls and generations) and
     extends it one token at a time: greedily when the target samples greedily, else drawn from
     the draft's own distribution under the same sampling settings. Drafting stops early when the
-    draft model's most likely token has probability below ``p_min``. When the text outgrows the
-    draft context, the context holds a window of the latest tokens, shifted rather than refilled
-    when at least ``n_reuse`` tokens still match.
+    draft model's most likely token has probability below ``p_min``, and after an end-of-generation
+    token. When the text outgrows the draft context, the context holds a window of the latest
+    tokens, shifted rather than refilled when at least ``n_reuse`` tokens still match.
     """
 
     def __init__(self, model: Model, ctx: Context | None = None, p_min: float = 0.0, n_reuse: int = 8,
@@ -281,8 +281,8 @@ class DraftModelDrafter:
             if tok is None:
                 break
             out.tokens.append(tok)
-            if len(out.tokens) >= n_max:
-                break
+            if len(out.tokens) >= n_max or self.model.vocab.is_eog(tok):
+                break  # nothing is generated after an end-of-generation token
             pos += 1
             batch.clear()
             batch.add(tok, pos, 0, True)

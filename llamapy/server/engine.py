@@ -100,7 +100,8 @@ class Engine:
             gen = BatchGenerator(s.model_path, n_ctx=s.n_ctx // s.n_parallel, n_seq_max=s.n_parallel,
                                  n_batch=s.n_batch, n_threads=s.n_threads, config=s.defaults, mmproj=s.mmproj,
                                  rpc_servers=s.rpc_servers or None, tensor_split=s.tensor_split,
-                                 speculative=s.speculative, n_draft=s.n_draft, **offload)
+                                 speculative=s.speculative, draft_model=s.draft_model, n_draft=s.n_draft,
+                                 **offload)
             self.template = ChatTemplate.for_model(gen.model, s.chat_template)
             if s.embedding_model is not None:
                 self.embedder = _load_embedder(s)

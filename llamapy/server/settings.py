@@ -39,6 +39,7 @@ class ServerSettings:
     embedding_model: str | os.PathLike | None = None
     mmproj: str | os.PathLike | None = None  # a multimodal projector: image parts in chat messages
     speculative: str | None = None  # "ngram": each slot drafts from its own text (llamapy.generation.batching)
+    draft_model: str | os.PathLike | None = None  # or a smaller model drafts (a context per slot)
     n_draft: int | None = None
     graceful_shutdown_s: float = 10.0
     defaults: GenerationConfig = field(default_factory=lambda: SERVER_DEFAULTS)
@@ -50,7 +51,7 @@ class ServerSettings:
             raise ValueError(f"n_ctx {self.n_ctx} is too small for {self.n_parallel} slots")
         if self.max_queue < 0:
             raise ValueError("max_queue must be >= 0")
-        draft_length(self.speculative, self.n_draft)  # a bad pair fails here, before the model loads
+        draft_length(self.speculative, self.n_draft, self.draft_model)  # fails here, before the model loads
 
     @property
     def model_name(self) -> str:
